@@ -1,0 +1,126 @@
+//! The admin/query API (bearer token): reading the log and the thin-ping fetches.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::events::{self, StoredEvent};
+
+pub const MAX_PAGE: i64 = 1000;
+
+/// An event as the API shows it: the body as JSON when it is JSON, as text when it is UTF-8, else base64.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub position: i64,
+    pub id: Uuid,
+    pub topic: String,
+    pub content_type: String,
+    pub body: serde_json::Value,
+    pub body_encoding: &'static str,
+    pub tags: Vec<String>,
+    pub group_id: Option<String>,
+    pub published_at: DateTime<Utc>,
+}
+
+impl From<StoredEvent> for EventView {
+    fn from(e: StoredEvent) -> Self {
+        let (body, body_encoding) = match serde_json::from_slice::<serde_json::Value>(&e.body) {
+            Ok(value) if e.content_type.contains("json") => (value, "json"),
+            _ => match String::from_utf8(e.body) {
+                Ok(text) => (text.into(), "text"),
+                Err(raw) => (base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()).into(), "base64"),
+            },
+        };
+        Self {
+            position: e.position,
+            id: e.id,
+            topic: e.topic,
+            content_type: e.content_type,
+            body,
+            body_encoding,
+            tags: e.tags,
+            group_id: e.group_id,
+            published_at: e.published_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    topic: Option<String>,
+    limit: Option<i64>,
+}
+
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(100) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        n => Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}, not {n}"))),
+    }
+}
+
+/// `GET /events?after=&topic=&limit=`: the log in position order, with the cursor for the next page.
+pub async fn list_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let limit = page_limit(query.limit)?;
+    let rows = events::read_after(&state.pool, query.after, query.topic.as_deref(), limit).await?;
+    let next_after = rows.last().map(|e| e.position).unwrap_or(query.after);
+    let events: Vec<EventView> = rows.into_iter().map(EventView::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "next_after": next_after })))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct FetchView {
+    id: Uuid,
+    topic: String,
+    state: String,
+    attempts: i32,
+    requested_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    status_code: Option<i32>,
+    error: Option<String>,
+    event_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchesQuery {
+    id: Option<Uuid>,
+    topic: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /fetches?id=&topic=&state=`: thin-ping fetches, newest first, with their outcome.
+pub async fn list_fetches(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: Result<web::Query<FetchesQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let limit = page_limit(query.limit)?;
+    let rows: Vec<FetchView> = sqlx::query_as(
+        "SELECT id, topic, state, attempts, requested_at, finished_at, status_code, error, event_id
+         FROM topic_fetches WHERE ($1::text IS NULL OR topic = $1) AND ($2::text IS NULL OR state = $2)
+           AND ($4::uuid IS NULL OR id = $4)
+         ORDER BY requested_at DESC, id DESC LIMIT $3",
+    )
+    .bind(query.topic.as_deref())
+    .bind(query.state.as_deref())
+    .bind(limit)
+    .bind(query.id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "fetches": rows })))
+}

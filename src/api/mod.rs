@@ -1,0 +1,105 @@
+//! The HTTP API: the WebSub hub endpoint (`POST /`), publishing, the admin/query API and health checks.
+//! [`Application`] binds its listener up front (port 0 in tests) and serves until its token is cancelled.
+
+mod admin;
+mod error;
+mod health;
+mod hub;
+mod publish;
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{dev::Server, web, App, HttpRequest, HttpServer};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::{config::Config, topic::TopicAllowList};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Config,
+    pub topic_allow: TopicAllowList,
+    /// Wakes this process's topic fetcher when a thin ping arrives.
+    pub fetch_wakeup: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Config, fetch_wakeup: Arc<Notify>) -> anyhow::Result<Self> {
+        let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
+        Ok(Self { pool, config, topic_allow, fetch_wakeup })
+    }
+
+    /// Refuses a request without the admin bearer token (compared in constant time).
+    pub fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let Some(expected) = &self.config.http.admin_token else {
+            return Err(ApiError::Unauthorized("the admin API is disabled: set TIDINGS_ADMIN_TOKEN".into()));
+        };
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized("a valid admin token is required (Authorization: Bearer ...)".into()))
+        }
+    }
+}
+
+/// The API server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub fn build(state: AppState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(state.config.http.listen)
+            .map_err(|e| anyhow::anyhow!("TIDINGS_LISTEN: cannot listen on {}: {e}", state.config.http.listen))?;
+        let port = listener.local_addr()?.port();
+        let grace = state.config.delivery.shutdown_grace;
+        let max_body = state.config.http.max_body_bytes as usize;
+        let state = web::Data::new(state);
+        let server = HttpServer::new(move || {
+            App::new().app_data(state.clone()).app_data(web::PayloadConfig::new(max_body)).configure(routes)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs().max(1))
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the token is cancelled, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let stopper = tokio::spawn(async move {
+            token.cancelled().await;
+            handle.stop(true).await;
+        });
+        self.server.await?;
+        stopper.abort();
+        Ok(())
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::post().to(hub::hub))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/events", web::post().to(publish::publish_json))
+        .route("/events/raw", web::post().to(publish::publish_raw))
+        .route("/events", web::get().to(admin::list_events))
+        .route("/fetches", web::get().to(admin::list_fetches));
+}

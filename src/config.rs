@@ -1,0 +1,233 @@
+//! Configuration, read once from the environment (or the matching command-line flags) into typed structs and
+//! validated before anything starts. A bad value stops the process with one line naming the variable.
+//! Secrets are wrapped in [`Secret`] so they never appear in logs or `Debug` output.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+use crate::retry::RetrySchedule;
+
+/// The `tidings` command line: one subcommand per way of running, everything else from the environment.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about = "Tidings: an event-sourced WebSub hub backed by PostgreSQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Serve the HTTP API only (the hub endpoint, publishing and the admin API).
+    Serve,
+    /// Run the API, the callbacks spreader and the callback deliverer in one process (the default).
+    All,
+}
+
+/// Everything every Tidings process needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub http: HttpConfig,
+    #[command(flatten)]
+    pub hub: HubConfig,
+    #[command(flatten)]
+    pub delivery: DeliveryConfig,
+    /// Log format: `json` (one JSON object per line) or `text` (human-readable).
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL. The database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        hide_default_value = false,
+        default_value = "postgres://postgres@127.0.0.1:5432/tidings"
+    )]
+    pub database_url: Secret<Url>,
+    /// Maximum connections in this process's pool.
+    #[arg(long, env = "TIDINGS_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+    /// Apply migrations when the process starts.
+    #[arg(long, env = "TIDINGS_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (publish bodies, batches, fetched topic content).
+    #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
+    pub max_body_bytes: u64,
+    /// Bearer token for the admin and query API. When unset, the admin API refuses every request.
+    #[arg(long, env = "TIDINGS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret<String>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HubConfig {
+    /// Public URL of the hub endpoint, sent in `Link: <...>; rel="hub"`.
+    #[arg(long, env = "TIDINGS_HUB_URL", default_value = "http://127.0.0.1:8080/")]
+    pub hub_url: Url,
+    /// Allow callbacks (and thin-ping topic URLs) on loopback, private, link-local and similar addresses.
+    #[arg(long, env = "TIDINGS_CALLBACK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub callback_allow_private: bool,
+    /// Lease granted when a subscriber asks for none, in seconds.
+    #[arg(long, env = "TIDINGS_LEASE_DEFAULT_SECONDS", default_value_t = 864_000)]
+    pub lease_default_seconds: u32,
+    /// Shortest lease granted, in seconds.
+    #[arg(long, env = "TIDINGS_LEASE_MIN_SECONDS", default_value_t = 3_600)]
+    pub lease_min_seconds: u32,
+    /// Longest lease granted, in seconds.
+    #[arg(long, env = "TIDINGS_LEASE_MAX_SECONDS", default_value_t = 2_592_000)]
+    pub lease_max_seconds: u32,
+    /// Comma-separated topic patterns subscribers may subscribe to (`*` alone allows every topic).
+    #[arg(long, env = "TIDINGS_TOPIC_ALLOW", default_value = "*")]
+    pub topic_allow: String,
+    /// Timeout for fetching a topic URL after a thin ping (`hub.mode=publish`), in seconds.
+    #[arg(long, env = "TIDINGS_FETCH_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub fetch_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryConfig {
+    /// Retry delays after each failed attempt (`5s,5m,30m,2h`); when exhausted, the delivery is dead.
+    #[arg(long, env = "TIDINGS_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    pub retry_schedule: RetrySchedule,
+    /// Timeout of one callback request (delivery or verification), in seconds.
+    #[arg(long, env = "TIDINGS_DELIVERY_TIMEOUT_SECONDS", default_value = "15", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+    /// Requests in flight at once across all callbacks, per deliverer process.
+    #[arg(long, env = "TIDINGS_DELIVERY_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Requests in flight at once to one callback host, per deliverer process.
+    #[arg(long, env = "TIDINGS_DELIVERY_HOST_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub host_concurrency: u32,
+    /// Jobs claimed per database round trip.
+    #[arg(long, env = "TIDINGS_DELIVERY_BATCH", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Longest `Retry-After` honoured, in seconds; longer values are clamped to this.
+    #[arg(long, env = "TIDINGS_RETRY_AFTER_MAX_SECONDS", default_value = "3600", value_parser = parse_seconds)]
+    pub retry_after_max: Duration,
+    /// How long in-flight work may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECONDS", default_value = "20", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Checks relations between values that no single parser can see.
+    pub fn validate(&self) -> Result<(), String> {
+        let hub = &self.hub;
+        if hub.lease_min_seconds == 0 {
+            return Err("TIDINGS_LEASE_MIN_SECONDS: must be at least 1 (leases are never perpetual)".into());
+        }
+        if hub.lease_min_seconds > hub.lease_max_seconds {
+            return Err("TIDINGS_LEASE_MIN_SECONDS: must not exceed TIDINGS_LEASE_MAX_SECONDS".into());
+        }
+        if !(hub.lease_min_seconds..=hub.lease_max_seconds).contains(&hub.lease_default_seconds) {
+            return Err("TIDINGS_LEASE_DEFAULT_SECONDS: must lie between the minimum and maximum lease".into());
+        }
+        if let Err(e) = crate::topic::TopicAllowList::parse(&hub.topic_allow) {
+            return Err(format!("TIDINGS_TOPIC_ALLOW: {e}"));
+        }
+        if !matches!(hub.hub_url.scheme(), "http" | "https") {
+            return Err("TIDINGS_HUB_URL: must be an http or https URL".into());
+        }
+        if !matches!(self.database.database_url.0.scheme(), "postgres" | "postgresql") {
+            return Err("DATABASE_URL: must be a postgres:// URL".into());
+        }
+        Ok(())
+    }
+
+    /// The configuration with every default, for tests and examples that override a few fields.
+    pub fn defaults() -> Self {
+        Cli::try_parse_from(["tidings"]).expect("defaults parse").config
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("`{s}` must be more than 0 and at most 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(pub T);
+
+impl<T> Secret<T> {
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T: FromStr> FromStr for Secret<T> {
+    type Err = T::Err;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| crate::app::describe_cli_error::<Cli>(&e))?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&["tidings"]).expect("defaults");
+        assert_eq!(config.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.hub.lease_default_seconds, 864_000);
+        assert!(!config.hub.callback_allow_private);
+    }
+
+    #[test]
+    fn a_minimum_lease_above_the_maximum_is_refused() {
+        let err = parse(&["tidings", "--lease-min-seconds", "100", "--lease-max-seconds", "10"]).unwrap_err();
+        assert!(err.contains("TIDINGS_LEASE_MIN_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_variable() {
+        let err = parse(&["tidings", "--listen", "nowhere"]).unwrap_err();
+        assert!(err.contains("TIDINGS_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s: Secret<String> = "hunter2".parse().unwrap();
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+    }
+}

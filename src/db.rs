@@ -1,0 +1,78 @@
+//! Connecting to PostgreSQL: creating the configured database when it does not exist, the connection pool, and
+//! the embedded migrations.
+
+use anyhow::Context;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Connection, PgConnection, PgPool,
+};
+use std::{str::FromStr, time::Duration};
+
+use crate::config::DatabaseConfig;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+        .application_name("tidings")
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
+}
+
+/// Creates the database named in `url` unless it exists, connecting to the `postgres` maintenance database.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let options = connect_options(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("could not connect to PostgreSQL (is it running? see DATABASE_URL)")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .context("could not list databases")?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).with_context(|| format!("could not create database {name}")),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the pool, creating the database first when needed, and applies migrations when asked.
+pub async fn connect(config: &DatabaseConfig, pool_size: u32) -> anyhow::Result<PgPool> {
+    let url = config.database_url.expose().as_str();
+    create_database_if_missing(url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(url)?)
+        .await
+        .context("could not connect to the Tidings database")?;
+    if config.migrate_on_start {
+        migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("could not apply database migrations")
+}
+
+/// Whether the database answers and every embedded migration is applied (for `/readyz`).
+pub async fn is_ready(pool: &PgPool) -> Result<(), String> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(|_| "the database is not reachable or not migrated".to_owned())?;
+    let missing = MIGRATOR.iter().filter(|m| !applied.contains(&m.version)).count();
+    if missing > 0 {
+        return Err(format!("{missing} migration(s) not applied"));
+    }
+    Ok(())
+}

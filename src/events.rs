@@ -1,0 +1,248 @@
+//! The event log: appending (idempotently, in one transaction per request) and reading by position.
+//!
+//! Owns the `events` table. Rows are never updated or deleted (a trigger refuses it). An event id may be given
+//! by the publisher; appending an id again with identical content returns the original row and writes nothing,
+//! while different content under the same id is a conflict and the whole request writes nothing.
+//! Failure policy: every error rolls the request's transaction back; nothing is partially appended.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::topic::Topic;
+
+/// The channel the publish transaction notifies so the spreader wakes at once.
+pub const EVENTS_CHANNEL: &str = "tidings_events";
+
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_BYTES: usize = 128;
+pub const MAX_GROUP_ID_BYTES: usize = 256;
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Content published for subscribers.
+    Content,
+    /// A subscription lifecycle change (never delivered; read as a subscription's history).
+    Subscription,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Content => "content",
+            EventKind::Subscription => "subscription",
+        }
+    }
+}
+
+/// An event ready to append: every field already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub topic: Topic,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub tags: Vec<String>,
+    pub group_id: Option<String>,
+}
+
+/// What the log answered for one appended event.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Appended {
+    pub id: Uuid,
+    pub position: i64,
+    pub published_at: DateTime<Utc>,
+    /// True when the id was already in the log with the same content (nothing was written).
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("event {0} already exists with different content")]
+    Conflict(Uuid),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub id: Uuid,
+    pub kind: String,
+    pub topic: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub tags: Vec<String>,
+    pub group_id: Option<String>,
+    pub published_at: DateTime<Utc>,
+}
+
+/// Validates a content type: `type/subtype` with optional parameters, printable ASCII.
+pub fn validate_content_type(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let essence = raw.split(';').next().unwrap_or("").trim();
+    let valid_token =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c));
+    let ok = raw.len() <= MAX_CONTENT_TYPE_BYTES
+        && raw.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
+        && essence.split_once('/').is_some_and(|(t, s)| valid_token(t) && valid_token(s));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "`{}` is not a valid content type (expected type/subtype)",
+            raw.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
+/// Validates tags and a group id.
+pub fn validate_labels(tags: &[String], group_id: Option<&str>) -> Result<(), String> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags are allowed"));
+    }
+    if let Some(tag) = tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES || t.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "tag `{}` must be 1 to {MAX_TAG_BYTES} bytes without control characters",
+            tag.chars().take(32).collect::<String>()
+        ));
+    }
+    if group_id.is_some_and(|g| g.is_empty() || g.len() > MAX_GROUP_ID_BYTES || g.chars().any(char::is_control)) {
+        return Err(format!("group_id must be 1 to {MAX_GROUP_ID_BYTES} bytes without control characters"));
+    }
+    Ok(())
+}
+
+/// Appends content events in one transaction (all or none) and wakes the spreader.
+#[tracing::instrument(skip_all, fields(count = events.len()))]
+pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>, AppendError> {
+    let mut tx = pool.begin().await?;
+    let appended = append_in(&mut tx, EventKind::Content, events).await?;
+    if appended.iter().any(|a| !a.replayed) {
+        sqlx::query("SELECT pg_notify($1, '')").bind(EVENTS_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// Appends events inside a caller's transaction, in order, returning one answer per input event.
+pub async fn append_in(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: EventKind,
+    events: &[NewEvent],
+) -> Result<Vec<Appended>, AppendError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let content_types: Vec<&str> = events.iter().map(|e| e.content_type.as_str()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
+    let tags: Vec<serde_json::Value> = events.iter().map(|e| serde_json::json!(e.tags)).collect();
+    let groups: Vec<Option<&str>> = events.iter().map(|e| e.group_id.as_deref()).collect();
+    let inserted: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO events (id, kind, topic, content_type, body, tags, group_id)
+         SELECT t.id, $1, t.topic, t.content_type, t.body,
+                ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.group_id
+         FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::text[])
+              WITH ORDINALITY AS t(id, topic, content_type, body, tags, group_id, n)
+         ORDER BY t.n
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, position, published_at",
+    )
+    .bind(kind.as_str())
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&content_types)
+    .bind(&bodies)
+    .bind(&tags)
+    .bind(&groups)
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let mut answers = Vec::with_capacity(events.len());
+    let mut existing: Option<Vec<StoredEvent>> = None;
+    for event in events {
+        if let Some((id, position, published_at)) = inserted.iter().find(|(id, ..)| *id == event.id) {
+            if !answers.iter().any(|a: &Appended| a.id == *id) {
+                answers.push(Appended { id: *id, position: *position, published_at: *published_at, replayed: false });
+                continue;
+            }
+        }
+        // The id was already taken (earlier, or earlier in this same request): same content or conflict.
+        if existing.is_none() {
+            existing =
+                Some(sqlx::query_as("SELECT * FROM events WHERE id = ANY($1)").bind(&ids).fetch_all(&mut **tx).await?);
+        }
+        let stored = existing.as_ref().and_then(|rows| rows.iter().find(|r| r.id == event.id));
+        match stored {
+            Some(row) if row.kind == kind.as_str() && row.same_content_as(event) => answers.push(Appended {
+                id: row.id,
+                position: row.position,
+                published_at: row.published_at,
+                replayed: true,
+            }),
+            _ => return Err(AppendError::Conflict(event.id)),
+        }
+    }
+    Ok(answers)
+}
+
+impl StoredEvent {
+    fn same_content_as(&self, event: &NewEvent) -> bool {
+        self.topic == event.topic.as_str()
+            && self.content_type == event.content_type
+            && self.body == event.body
+            && self.tags == event.tags
+            && self.group_id == event.group_id
+    }
+}
+
+/// A page of the log after a position.
+#[tracing::instrument(skip(pool))]
+pub async fn read_after(
+    pool: &PgPool,
+    after: i64,
+    topic: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM events
+         WHERE position > $1 AND kind = 'content' AND ($2::text IS NULL OR topic = $2)
+         ORDER BY position LIMIT $3",
+    )
+    .bind(after)
+    .bind(topic)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The highest position in the log (0 when empty).
+pub async fn head_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events").fetch_one(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_need_a_type_and_subtype() {
+        assert!(validate_content_type("application/json").is_ok());
+        assert!(validate_content_type("application/atom+xml; charset=utf-8").is_ok());
+        assert!(validate_content_type("json").is_err());
+        assert!(validate_content_type("text/").is_err());
+        assert!(validate_content_type("text/plain\r\nX-Evil: 1").is_err());
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        assert!(validate_labels(&["a".into()], Some("g")).is_ok());
+        assert!(validate_labels(&["".into()], None).is_err());
+        assert!(validate_labels(&vec!["a".into(); 65], None).is_err());
+        assert!(validate_labels(&[], Some("")).is_err());
+    }
+}

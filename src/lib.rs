@@ -1,0 +1,16 @@
+//! Tidings: an event-sourced WebSub hub backed by PostgreSQL.
+//!
+//! Publishers append events to a log ([`events`]); subscribers register callbacks through WebSub
+//! ([`subscriptions`]); the callbacks spreader ([`spreader`]) fans every event into the outbox ([`outbox`]);
+//! the callback deliverer ([`deliverer`]) claims due jobs and calls subscribers with durable retries.
+
+pub mod api;
+pub mod app;
+pub mod callback;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod fetcher;
+pub mod retry;
+pub mod telemetry;
+pub mod topic;
