@@ -11,7 +11,9 @@ use crate::{
     api::{AppState, Application},
     callback,
     config::Config,
-    db, fetcher,
+    db,
+    deliverer::{transport::HttpTransport, Deliverer},
+    fetcher, spreader,
 };
 
 /// The parts of Tidings a process runs.
@@ -63,6 +65,23 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
         let t = token.clone();
         tasks.spawn(async move {
             fetcher.run_until_stopped(wakeup, t).await;
+            Ok(())
+        });
+    }
+    if roles.spreader {
+        let spreader = spreader::Spreader { pool: pool.clone(), batch_size: config.spread_batch as i64 };
+        let t = token.clone();
+        tasks.spawn(async move {
+            spreader.run_until_stopped(t).await;
+            Ok(())
+        });
+    }
+    if roles.deliverer {
+        let transport = HttpTransport::new(config.hub.callback_allow_private, config.delivery.request_timeout);
+        let deliverer = Deliverer::new(pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone());
+        let t = token.clone();
+        tasks.spawn(async move {
+            deliverer.run_until_stopped(t).await;
             Ok(())
         });
     }

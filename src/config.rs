@@ -40,6 +40,9 @@ pub struct Config {
     pub hub: HubConfig,
     #[command(flatten)]
     pub delivery: DeliveryConfig,
+    /// Events the callbacks spreader reads per transaction.
+    #[arg(long, env = "TIDINGS_SPREAD_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub spread_batch: u32,
     /// Log format: `json` (one JSON object per line) or `text` (human-readable).
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

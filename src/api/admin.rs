@@ -124,3 +124,29 @@ pub async fn list_fetches(
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "fetches": rows })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunQuery {
+    topic: String,
+}
+
+/// `GET /dry-run?topic=`: which subscriptions an event on this topic would be delivered to now. Writes nothing.
+pub async fn dry_run(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: Result<web::Query<DryRunQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let topic = crate::topic::Topic::parse(&query.topic).map_err(|e| ApiError::bad_request(format!("topic: {e}")))?;
+    let ids = crate::spreader::dry_run(&state.pool, topic.as_str()).await?;
+    let subscriptions = crate::subscriptions::store::get_many(&state.pool, &ids).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "topic": topic.as_str(), "subscriptions": subscriptions })))
+}
+
+/// `GET /spreader`: the log's head, the spreader's cursor and the lag between them.
+pub async fn spreader_lag(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    Ok(HttpResponse::Ok().json(crate::spreader::lag(&state.pool).await?))
+}

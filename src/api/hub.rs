@@ -47,6 +47,7 @@ pub async fn hub(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
     tracing::Span::current().record("mode", mode);
     match mode {
         "publish" => publish(&state, &form).await,
+        "subscribe" | "unsubscribe" => crate::subscriptions::api::request(&state, &form, mode).await,
 
         other => Err(ApiError::bad_request(format!(
             "unsupported hub.mode `{}`: use subscribe, unsubscribe or publish",

@@ -4,7 +4,7 @@
 mod admin;
 mod error;
 mod health;
-mod hub;
+pub mod hub;
 mod publish;
 
 use std::{net::TcpListener, sync::Arc};
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use admin::page_limit;
 pub use error::ApiError;
 
 use crate::{config::Config, topic::TopicAllowList};
@@ -101,5 +102,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/events", web::post().to(publish::publish_json))
         .route("/events/raw", web::post().to(publish::publish_raw))
         .route("/events", web::get().to(admin::list_events))
-        .route("/fetches", web::get().to(admin::list_fetches));
+        .route("/fetches", web::get().to(admin::list_fetches))
+        .route("/dry-run", web::get().to(admin::dry_run))
+        .route("/spreader", web::get().to(admin::spreader_lag))
+        .route("/subscriptions", web::get().to(crate::subscriptions::api::list))
+        .route("/subscriptions/{id}", web::get().to(crate::subscriptions::api::show));
 }

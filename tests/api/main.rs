@@ -5,3 +5,4 @@ mod helpers;
 mod publish;
 #[allow(dead_code)]
 mod receiver;
+mod subscriptions;

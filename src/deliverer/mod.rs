@@ -1,0 +1,260 @@
+//! The callback deliverer: claims due outbox jobs and carries them out — deliveries (W3C WebSub 7), verifications
+//! of intent (5.3) and denial notices (5.2) — with durable retries.
+//!
+//! Three layers: [`Deliverer::try_deliver_batch`] claims one batch and runs it to the end (what tests drive);
+//! [`Deliverer::run_until_stopped`] claims continuously, waking on `NOTIFY tidings_outbox` with a timed fallback
+//! for scheduled retries; and the binaries that call it.
+//!
+//! Isolation: a global semaphore caps requests in flight; a per-host semaphore caps each callback host, and
+//! saturated hosts are left out of the next claim, so a slow subscriber never holds jobs meant for others.
+//! Failure policy: a database error backs off and retries; an outcome that cannot be recorded leaves its job
+//! leased, and the lease running out brings it back (at-least-once). On shutdown no new job is claimed, jobs
+//! claimed but not started are released, and in-flight requests get the grace period to finish.
+
+pub mod jobs;
+pub mod signature;
+pub mod transport;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::{postgres::PgListener, PgPool};
+use tokio::{
+    sync::{mpsc, Notify, Semaphore},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::DeliveryConfig,
+    outbox::{self, Job, Next, Outcome},
+    subscriptions::store::OUTBOX_CHANNEL,
+};
+use jobs::Context;
+use transport::Transport;
+
+/// The longest the deliverer sleeps without looking for due jobs.
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Deliverer<T: Transport> {
+    ctx: Arc<Context<T>>,
+    config: DeliveryConfig,
+    global: Arc<Semaphore>,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    completed: Arc<Notify>,
+}
+
+impl<T: Transport> Deliverer<T> {
+    pub fn new(pool: PgPool, transport: T, hub_url: url::Url, config: DeliveryConfig) -> Self {
+        let ctx = Context {
+            pool,
+            transport,
+            hub_url,
+            schedule: config.retry_schedule.clone(),
+            retry_after_max: config.retry_after_max,
+        };
+        Self {
+            ctx: Arc::new(ctx),
+            global: Arc::new(Semaphore::new(config.concurrency as usize)),
+            hosts: Mutex::new(HashMap::new()),
+            completed: Arc::new(Notify::new()),
+            config,
+        }
+    }
+
+    /// Longer than any request can take, so a slow request is never claimed twice.
+    pub fn lease(&self) -> Duration {
+        self.config.request_timeout * 2 + Duration::from_secs(30)
+    }
+
+    fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().expect("host map lock");
+        if hosts.len() > 10_000 {
+            let limit = self.config.host_concurrency as usize;
+            hosts.retain(|_, s| s.available_permits() < limit);
+        }
+        hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.host_concurrency as usize)))
+            .clone()
+    }
+
+    fn saturated_hosts(&self) -> Vec<String> {
+        let hosts = self.hosts.lock().expect("host map lock");
+        hosts.iter().filter(|(_, s)| s.available_permits() == 0).map(|(h, _)| h.clone()).collect()
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
+        let per_host = self.config.host_concurrency as i64;
+        outbox::claim(&self.ctx.pool, limit as i64, self.lease(), per_host, &self.saturated_hosts()).await
+    }
+
+    /// One step: claims a batch, carries every job out, records the outcomes. Returns how many jobs ran.
+    pub async fn try_deliver_batch(&self) -> anyhow::Result<usize> {
+        let jobs = self.claim(self.config.batch_size as usize).await?;
+        let count = jobs.len();
+        let runs = jobs.into_iter().map(|job| {
+            let host = self.host_semaphore(&job.callback_host);
+            let ctx = self.ctx.clone();
+            async move {
+                let _permit = host.acquire_owned().await.expect("semaphores are never closed");
+                jobs::execute(&ctx, job).await
+            }
+        });
+        let outcomes = futures_util::future::join_all(runs).await;
+        outbox::record(&self.ctx.pool, &outcomes).await?;
+        Ok(count)
+    }
+
+    /// Delivers until the token is cancelled, then drains in-flight requests within the grace period.
+    pub async fn run_until_stopped(self, token: CancellationToken) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_outcomes(self.ctx.pool.clone(), receiver));
+        let mut listener = listen(&self.ctx.pool).await;
+        let mut tasks = JoinSet::new();
+        let mut backoff =
+            ExponentialBuilder::default().with_max_delay(Duration::from_secs(10)).without_max_times().build();
+        tracing::info!("callback deliverer started");
+        while !token.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let free = self.global.available_permits();
+            if free == 0 {
+                tokio::select! { _ = self.completed.notified() => {}, _ = token.cancelled() => {} }
+                continue;
+            }
+            match self.claim(free.min(self.config.batch_size as usize)).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    backoff = ExponentialBuilder::default()
+                        .with_max_delay(Duration::from_secs(10))
+                        .without_max_times()
+                        .build();
+                    for job in jobs {
+                        self.spawn(&mut tasks, job, sender.clone(), token.clone());
+                    }
+                }
+                Ok(_) => self.wait_for_work(&mut listener, &token).await,
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::error!(error = %e, retry_in = ?delay, "claiming outbox jobs failed");
+                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = token.cancelled() => {} }
+                }
+            }
+        }
+        tracing::info!(in_flight = tasks.len(), "callback deliverer draining");
+        let drained =
+            tokio::time::timeout(self.config.shutdown_grace, async { while tasks.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "grace period over; unfinished jobs will come back when their lease ends"
+            );
+            tasks.abort_all();
+        }
+        drop(sender);
+        let _ = recorder.await;
+        tracing::info!("callback deliverer stopped");
+    }
+
+    fn spawn(
+        &self,
+        tasks: &mut JoinSet<()>,
+        job: Job,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        token: CancellationToken,
+    ) {
+        let Ok(global) = self.global.clone().try_acquire_owned() else {
+            let _ = outcomes.send(released(&job));
+            return;
+        };
+        let host = self.host_semaphore(&job.callback_host);
+        let ctx = self.ctx.clone();
+        let completed = self.completed.clone();
+        tasks.spawn(async move {
+            let permit = tokio::select! {
+                permit = host.acquire_owned() => permit.expect("semaphores are never closed"),
+                _ = token.cancelled() => {
+                    let _ = outcomes.send(released(&job));
+                    return;
+                }
+            };
+            let outcome = jobs::execute(&ctx, job).await;
+            let _ = outcomes.send(outcome);
+            drop((permit, global));
+            completed.notify_waiters();
+        });
+    }
+
+    /// Sleeps until a NOTIFY, the next scheduled job, a freed host (when some are saturated), or cancellation.
+    async fn wait_for_work(&self, listener: &mut Option<PgListener>, token: &CancellationToken) {
+        let saturated = !self.saturated_hosts().is_empty();
+        let until_due = match outbox::next_due(&self.ctx.pool).await {
+            Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            _ => POLL_INTERVAL,
+        };
+        let nap =
+            if saturated && until_due.is_zero() { Duration::from_millis(200) } else { until_due.min(POLL_INTERVAL) };
+        if nap.is_zero() {
+            return;
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    if l.recv().await.is_err() {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = self.completed.notified(), if saturated => {}
+            _ = token.cancelled() => {}
+        }
+    }
+}
+
+fn released(job: &Job) -> Outcome {
+    Outcome { job_id: job.id, attempt_number: job.attempts, next: Next::Released, attempt: None, error: None }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(OUTBOX_CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// Writes outcomes in batches. A batch that cannot be written is retried for a while, then given up: its jobs
+/// stay leased and come back when the lease ends, so nothing is lost (a delivery may repeat).
+async fn record_outcomes(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Outcome>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match receiver.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let mut delays = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(8).build();
+        loop {
+            match outbox::record(&pool, &batch).await {
+                Ok(()) => break,
+                Err(e) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "recording delivery outcomes failed");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        tracing::error!(error = %e, jobs = batch.len(), "gave up recording outcomes; their leases will bring them back");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! SQL for the `outbox` and `delivery_attempts` tables: claiming due jobs and recording what happened.
+//!
+//! Claim: one statement takes due pending jobs with `FOR UPDATE SKIP LOCKED`, at most `per_host` per callback host
+//! and none for hosts the caller reports saturated, and pushes their `due_at` forward by the lease. The claim
+//! commits before any network call; a worker that dies simply lets the lease run out and the job comes due again.
+//!
+//! Durability: claims and outcome records are derived state — losing the tail of them after a crash means a job
+//! is attempted again (at-least-once), never lost — so both commit with `synchronous_commit = off`. Subscription
+//! transitions (verified, gone) go through the subscriptions store and commit durably.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A claimed job with everything needed to carry it out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub subscription_id: Uuid,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub request_id: Option<Uuid>,
+    pub callback: String,
+    pub callback_host: String,
+    pub subscription_state: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub secret: Option<String>,
+    pub event_position: Option<i64>,
+    pub event_id: Option<Uuid>,
+    pub event_topic: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// Claims up to `limit` due jobs.
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+    per_host: i64,
+    saturated_hosts: &[String],
+) -> Result<Vec<Job>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    let jobs = sqlx::query_as(
+        "WITH candidates AS (
+             SELECT o.id, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+             WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
+             ORDER BY o.due_at, o.id LIMIT $1 * 4
+             FOR UPDATE OF o SKIP LOCKED
+         ), picked AS (
+             SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n FROM candidates) r
+             WHERE n <= $3 ORDER BY id LIMIT $1
+         ), claimed AS (
+             UPDATE outbox o SET attempts = o.attempts + 1,
+                    due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
+             FROM picked WHERE o.id = picked.id
+             RETURNING o.id, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
+         )
+         SELECT c.id, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
+                s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
+                e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
+         FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
+              LEFT JOIN events e ON e.position = c.event_position
+         ORDER BY c.id",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .bind(per_host)
+    .bind(saturated_hosts)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// When the next pending job comes due (None when there is none).
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM outbox WHERE state = 'pending'").fetch_one(pool).await
+}
+
+/// The new state of a job after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Delivered,
+    /// Try again after this delay.
+    Retry(Duration),
+    Dead,
+    /// No further attempts: the subscription is no longer active (or the request was settled elsewhere).
+    Cancelled,
+    /// Put back untouched: claimed but not started before shutdown.
+    Released,
+}
+
+/// One HTTP attempt, for `delivery_attempts`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub status_code: Option<u16>,
+    pub error_class: Option<String>,
+    pub excerpt: Option<String>,
+    /// delivered, retry, dead, gone, verified, refused or notified.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub job_id: i64,
+    pub attempt_number: i32,
+    pub next: Next,
+    pub attempt: Option<Attempt>,
+    pub error: Option<String>,
+}
+
+/// Records a batch of outcomes in one transaction: job states and attempt rows.
+pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut states = Vec::new();
+    let mut delays: Vec<Option<f64>> = Vec::new();
+    let mut statuses: Vec<Option<i32>> = Vec::new();
+    let mut errors: Vec<Option<String>> = Vec::new();
+    let mut released = Vec::new();
+    for o in outcomes {
+        if o.next == Next::Released {
+            released.push(o.job_id);
+            continue;
+        }
+        ids.push(o.job_id);
+        let (state, delay) = match &o.next {
+            Next::Delivered => ("delivered", None),
+            Next::Retry(d) => ("pending", Some(d.as_secs_f64())),
+            Next::Dead => ("dead", None),
+            Next::Cancelled | Next::Released => ("cancelled", None),
+        };
+        states.push(state);
+        delays.push(delay);
+        statuses.push(o.attempt.as_ref().and_then(|a| a.status_code).map(i32::from));
+        errors.push(o.error.clone());
+    }
+    let attempts: Vec<(&Outcome, &Attempt)> =
+        outcomes.iter().filter_map(|o| o.attempt.as_ref().map(|a| (o, a))).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE outbox o SET state = t.state, leased_until = NULL, last_status = t.status, last_error = t.error,
+                    due_at = CASE WHEN t.delay IS NULL THEN o.due_at ELSE now() + make_interval(secs => t.delay) END,
+                    finished_at = CASE WHEN t.state = 'pending' THEN NULL ELSE now() END
+             FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[]) AS t(id, state, delay, status, error)
+             WHERE o.id = t.id AND o.state = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&states)
+        .bind(&delays)
+        .bind(&statuses)
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !released.is_empty() {
+        sqlx::query(
+            "UPDATE outbox SET due_at = now(), leased_until = NULL, attempts = attempts - 1
+             WHERE id = ANY($1) AND state = 'pending'",
+        )
+        .bind(&released)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !attempts.is_empty() {
+        sqlx::query(
+            "INSERT INTO delivery_attempts
+                 (outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome)
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
+                                  $7::text[], $8::text[])",
+        )
+        .bind(attempts.iter().map(|(o, _)| o.job_id).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(o, _)| o.attempt_number).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.duration.as_millis().min(i32::MAX as u128) as i32).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.status_code.map(i32::from)).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.error_class.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.excerpt.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.outcome).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}

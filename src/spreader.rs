@@ -1,0 +1,200 @@
+//! The callbacks spreader: turns every event of the log into one outbox job per subscription that is active for
+//! its topic (exact or pattern) when the event is spread.
+//!
+//! Never skipping an event. Positions come from a sequence when a row is inserted, but transactions commit in
+//! any order, so "everything after the last position seen" can miss a row whose transaction commits late. The
+//! spreader instead walks the log in (txid, position) order and reads only rows whose writing transaction is
+//! older than the oldest transaction still running (`txid < pg_snapshot_xmin(pg_current_snapshot())`, taken in
+//! the same statement as the read). Every transaction below that horizon has finished, so no row can ever appear
+//! behind the cursor: a late commit has a txid at or above the horizon and is read once the horizon passes it.
+//! The cost: a long-running transaction anywhere in the cluster holds spreading back until it ends (visible as
+//! spreader lag). A work table filled in the publish transaction would avoid that but doubles every write.
+//!
+//! Exactly once per (event, subscription): jobs are inserted with `ON CONFLICT DO NOTHING` on that unique key,
+//! and the cursor advances in the same transaction as the jobs it wrote; a crash anywhere repeats work but
+//! neither duplicates nor loses it. Replicas take turns on the cursor row (`FOR UPDATE SKIP LOCKED`): one spreads,
+//! the others find it locked and wait, so running several gives neither duplicates nor gaps.
+//!
+//! Durability: the batch commits with `synchronous_commit = off`. Jobs and cursor are derived from the log, so a
+//! lost tail after a crash is spread again, never lost.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{postgres::PgListener, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{events::EVENTS_CHANNEL, subscriptions::store::OUTBOX_CHANNEL};
+
+/// Which active subscriptions receive an event on topic `$topic`: the one rule shared by spreading and dry runs.
+macro_rules! matching_subscriptions {
+    ($topic:literal) => {
+        concat!(
+            "SELECT s.id FROM subscriptions s WHERE s.state = 'active' AND s.expires_at > now() AND s.pattern_prefix IS NULL AND s.topic = ",
+            $topic,
+            " UNION ALL SELECT s.id FROM subscriptions s WHERE s.state = 'active' AND s.expires_at > now() AND s.pattern_prefix IS NOT NULL",
+            " AND starts_with(lower(",
+            $topic,
+            "), s.pattern_prefix) AND length(",
+            $topic,
+            ") > length(s.pattern_prefix)"
+        )
+    };
+}
+
+const SPREAD_SQL: &str = concat!(
+    "WITH batch AS (
+         SELECT position, txid, topic, kind FROM events
+         WHERE (txid, position) > ($1::xid8, $2::bigint) AND txid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY txid, position LIMIT $3
+     ), jobs AS (
+         INSERT INTO outbox (kind, subscription_id, event_position)
+         SELECT 'deliver', m.id, b.position FROM batch b
+         CROSS JOIN LATERAL (",
+    matching_subscriptions!("b.topic"),
+    ") m
+         WHERE b.kind = 'content'
+         ORDER BY b.txid, b.position
+         ON CONFLICT (event_position, subscription_id) DO NOTHING
+         RETURNING 1
+     ), last AS (
+         SELECT txid, position FROM batch ORDER BY txid DESC, position DESC LIMIT 1
+     ), moved AS (
+         UPDATE spreader_cursor c SET txid = last.txid, position = last.position, updated_at = now()
+         FROM last RETURNING c.position
+     )
+     SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs), (SELECT position FROM moved)"
+);
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Another spreader holds the cursor.
+    Busy,
+    Spread {
+        events: i64,
+        jobs: i64,
+        full: bool,
+    },
+}
+
+pub struct Spreader {
+    pub pool: PgPool,
+    pub batch_size: i64,
+}
+
+impl Spreader {
+    /// One batch: reads the next events below the horizon, writes their jobs, moves the cursor — one transaction.
+    #[tracing::instrument(skip(self))]
+    pub async fn try_spread_batch(&self) -> Result<Step, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let cursor: Option<(String, i64)> =
+            sqlx::query_as("SELECT txid::text, position FROM spreader_cursor FOR UPDATE SKIP LOCKED")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((txid, position)) = cursor else {
+            return Ok(Step::Busy);
+        };
+        let (events, jobs, _): (i64, i64, Option<i64>) =
+            sqlx::query_as(SPREAD_SQL).bind(&txid).bind(position).bind(self.batch_size).fetch_one(&mut *tx).await?;
+        if jobs > 0 {
+            sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        if events > 0 {
+            tracing::debug!(events, jobs, "spread a batch");
+        }
+        Ok(Step::Spread { events, jobs, full: events == self.batch_size })
+    }
+
+    /// Spreads until cancelled: woken by `NOTIFY tidings_events` from publishes, polling as a fallback (quickly
+    /// while events wait behind an in-flight transaction), and expiring subscriptions whose lease ran out.
+    pub async fn run_until_stopped(self, token: CancellationToken) {
+        let mut listener = listen(&self.pool).await;
+        let mut last_expiry = tokio::time::Instant::now() - Duration::from_secs(60);
+        tracing::info!("callbacks spreader started");
+        while !token.is_cancelled() {
+            if last_expiry.elapsed() > Duration::from_secs(1) {
+                last_expiry = tokio::time::Instant::now();
+                match crate::subscriptions::store::expire_due(&self.pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "subscriptions expired"),
+                    Err(e) => tracing::error!(error = %e, "expiring subscriptions failed"),
+                }
+            }
+            let nap = match self.try_spread_batch().await {
+                Ok(Step::Spread { full: true, .. }) => continue,
+                Ok(Step::Spread { .. }) => match self.waiting_behind_horizon().await {
+                    Ok(true) => Duration::from_millis(20),
+                    _ => Duration::from_secs(1),
+                },
+                Ok(Step::Busy) => Duration::from_millis(500),
+                Err(e) => {
+                    tracing::error!(error = %e, "spreading failed");
+                    Duration::from_secs(2)
+                }
+            };
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if l.recv().await.is_err() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = token.cancelled() => {}
+            }
+        }
+        tracing::info!("callbacks spreader stopped");
+    }
+
+    /// Whether committed or in-flight events exist beyond the cursor (so the next pass should come soon).
+    async fn waiting_behind_horizon(&self) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(EVENTS_CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// Spreader progress: the log's head, the cursor, and how far behind it is.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Lag {
+    pub head_position: i64,
+    pub cursor_position: i64,
+    pub behind_events: i64,
+    pub oldest_unspread_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn lag(pool: &PgPool) -> Result<Lag, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce((SELECT max(position) FROM events), 0) AS head_position, c.position AS cursor_position,
+                (SELECT count(*) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS behind_events,
+                (SELECT min(published_at) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS oldest_unspread_at
+         FROM spreader_cursor c",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Dry run: the active subscriptions an event on `topic` would be spread to now. Writes nothing.
+pub async fn dry_run(pool: &PgPool, topic: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(concat!("SELECT id FROM (", matching_subscriptions!("$1::text"), ") m ORDER BY id"))
+        .bind(topic)
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,94 @@
+//! HTTP for subscriptions: the subscribe/unsubscribe side of the hub endpoint (202 at once, verification
+//! follows asynchronously) and the admin read API (secrets are never returned).
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    request::{LeasePolicy, Mode, SubscriptionRequest},
+    store::{self, Submitted},
+};
+use crate::{
+    api::{hub::Form, ApiError, AppState},
+    callback,
+};
+
+/// The reason sent with `hub.mode=denied` when a topic is not in `TIDINGS_TOPIC_ALLOW`.
+pub const TOPIC_NOT_ALLOWED: &str = "the topic is not open for subscription on this hub";
+
+/// `POST /` with `hub.mode=subscribe|unsubscribe`.
+pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpResponse, ApiError> {
+    let mode = if mode == "subscribe" { Mode::Subscribe } else { Mode::Unsubscribe };
+    let mut values = HashMap::new();
+    for key in ["hub.callback", "hub.topic", "hub.lease_seconds", "hub.secret"] {
+        if let Some(value) = form.one(key)? {
+            values.insert(key, value.to_owned());
+        }
+    }
+    let leases = LeasePolicy::from_config(&state.config.hub);
+    let request =
+        SubscriptionRequest::parse(mode, |k| values.get(k).cloned(), &leases).map_err(ApiError::BadRequest)?;
+    // A callback the hub may not call is refused outright: not even a denial notice is sent to it.
+    callback::check_destination(request.callback.as_url(), state.config.hub.callback_allow_private)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("hub.callback: {e}")))?;
+    let denial = (mode == Mode::Subscribe && !state.topic_allow.allows(&request.topic)).then_some(TOPIC_NOT_ALLOWED);
+    let submitted = store::submit(&state.pool, &request, denial).await?;
+    let message = match submitted {
+        Submitted::Queued(id) => format!("accepted: {} request {id}; verification of intent follows\n", mode.as_str()),
+        Submitted::NothingToDo => "accepted: there is no such subscription\n".to_owned(),
+    };
+    Ok(HttpResponse::Accepted().content_type("text/plain; charset=utf-8").body(message))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    topic: Option<String>,
+    state: Option<String>,
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+/// `GET /subscriptions?topic=&state=&after=&limit=`
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    if let Some(s) = query.state.as_deref() {
+        super::state::State::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`")))?;
+    }
+    let limit = crate::api::page_limit(query.limit)?;
+    let rows = store::list(&state.pool, query.topic.as_deref(), query.state.as_deref(), query.after, limit).await?;
+    let next_after = rows.last().map(|s| s.id);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "subscriptions": rows, "next_after": next_after })))
+}
+
+/// `GET /subscriptions/{id}`: the subscription, its requests and its lifecycle history.
+pub async fn show(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::bad_request("the subscription id must be a UUID"))?;
+    let subscription =
+        store::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
+    let requests = store::requests(&state.pool, id).await?;
+    let history: Vec<_> = store::history(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|(position, at, change)| serde_json::json!({ "position": position, "at": at, "change": change }))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "subscription": subscription,
+        "requests": requests,
+        "history": history,
+    })))
+}

@@ -1,0 +1,152 @@
+//! A subscribe or unsubscribe request, parsed from the hub form (W3C WebSub 5.1) into validated parts.
+
+use std::fmt;
+
+use crate::{callback::CallbackUrl, config::HubConfig, topic::Topic};
+
+/// `hub.secret` must be shorter than this many bytes (WebSub 5.1).
+pub const MAX_SECRET_BYTES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Subscribe,
+    Unsubscribe,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Subscribe => "subscribe",
+            Mode::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// A subscriber's HMAC secret; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubSecret(String);
+
+impl HubSecret {
+    pub fn parse(raw: &str) -> Result<Option<Self>, String> {
+        if raw.len() >= MAX_SECRET_BYTES {
+            return Err(format!("hub.secret must be shorter than {MAX_SECRET_BYTES} bytes"));
+        }
+        Ok((!raw.is_empty()).then(|| Self(raw.to_owned())))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HubSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HubSecret([redacted])")
+    }
+}
+
+/// The lease policy: default, minimum and maximum from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LeasePolicy {
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl LeasePolicy {
+    pub fn from_config(hub: &HubConfig) -> Self {
+        Self { default: hub.lease_default_seconds, min: hub.lease_min_seconds, max: hub.lease_max_seconds }
+    }
+
+    /// The lease granted for a requested one: the default when none was asked, else clamped to [min, max].
+    pub fn grant(&self, requested: Option<u64>) -> u32 {
+        match requested {
+            None => self.default,
+            Some(r) => r.clamp(self.min as u64, self.max as u64) as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionRequest {
+    pub mode: Mode,
+    pub topic: Topic,
+    pub callback: CallbackUrl,
+    pub lease_seconds: u32,
+    pub secret: Option<HubSecret>,
+}
+
+impl SubscriptionRequest {
+    /// Builds a request from the form's values; `get` returns a parameter's single value.
+    pub fn parse(mode: Mode, get: impl Fn(&str) -> Option<String>, leases: &LeasePolicy) -> Result<Self, String> {
+        let callback = get("hub.callback").ok_or("hub.callback is required")?;
+        let callback = CallbackUrl::parse(&callback).map_err(|e| format!("hub.callback: {e}"))?;
+        let topic = get("hub.topic").ok_or("hub.topic is required")?;
+        let topic = Topic::parse(&topic).map_err(|e| format!("hub.topic: {e}"))?;
+        let requested = match get("hub.lease_seconds").filter(|l| !l.is_empty()) {
+            None => None,
+            Some(raw) => {
+                Some(raw.parse::<u64>().map_err(|_| "hub.lease_seconds must be a whole number of seconds".to_owned())?)
+            }
+        };
+        let secret = match (mode, get("hub.secret")) {
+            (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw)?,
+            _ => None,
+        };
+        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASES: LeasePolicy = LeasePolicy { default: 864_000, min: 3_600, max: 2_592_000 };
+
+    fn form<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn leases_are_clamped_and_defaulted() {
+        assert_eq!(LEASES.grant(None), 864_000);
+        assert_eq!(LEASES.grant(Some(1)), 3_600);
+        assert_eq!(LEASES.grant(Some(u64::MAX)), 2_592_000);
+        assert_eq!(LEASES.grant(Some(7_200)), 7_200);
+    }
+
+    #[test]
+    fn a_secret_of_200_bytes_is_refused_and_199_accepted() {
+        assert!(HubSecret::parse(&"s".repeat(200)).is_err());
+        assert!(HubSecret::parse(&"s".repeat(199)).unwrap().is_some());
+        assert!(HubSecret::parse("").unwrap().is_none());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = HubSecret::parse("hunter2").unwrap().unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_valid_subscribe_request_parses() {
+        let pairs = [("hub.callback", "http://example.com/cb?x=1"), ("hub.topic", "a.b"), ("hub.lease_seconds", "60")];
+        let r = SubscriptionRequest::parse(Mode::Subscribe, form(&pairs), &LEASES).unwrap();
+        assert_eq!(r.lease_seconds, 3_600);
+        assert_eq!(r.callback.as_str(), "http://example.com/cb?x=1");
+    }
+
+    #[test]
+    fn missing_or_bad_parameters_name_the_parameter() {
+        let no_callback = [("hub.topic", "a")];
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&no_callback), &LEASES)
+            .unwrap_err()
+            .contains("hub.callback"));
+        let bad_lease = [("hub.callback", "http://e.com/"), ("hub.topic", "a"), ("hub.lease_seconds", "-5")];
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_lease), &LEASES).unwrap_err().contains("lease"));
+        let no_topic = [("hub.callback", "http://e.com/")];
+        assert!(SubscriptionRequest::parse(Mode::Unsubscribe, form(&no_topic), &LEASES)
+            .unwrap_err()
+            .contains("hub.topic"));
+    }
+}

@@ -1,0 +1,365 @@
+//! SQL for `subscriptions` and `subscription_requests`. Every state change goes through [`transition_in`], which
+//! asks the state machine, updates the row and appends the change to the event log in the caller's transaction.
+//! These transactions commit durably (synchronous commit): a verified subscription change is never lost.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{
+    request::{Mode, SubscriptionRequest},
+    state::{self, State, Transition},
+};
+use crate::{
+    events::{self, EventKind, NewEvent},
+    topic::Topic,
+};
+
+/// The channel that wakes the deliverer when new jobs are due.
+pub const OUTBOX_CHANNEL: &str = "tidings_outbox";
+
+/// A subscription as the API shows it (never its secret).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub topic: String,
+    pub callback: String,
+    pub state: String,
+    pub lease_seconds: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub has_secret: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, created_at, updated_at";
+
+/// What happened to a submitted request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored, with a job to verify intent (or to notify a denial).
+    Queued(Uuid),
+    /// An unsubscribe for a pair the hub has never seen: nothing to verify or end.
+    NothingToDo,
+}
+
+/// Stores a request and its verification job (or, when `denial` is given, applies the denial and queues its
+/// notice) in one transaction, and wakes the deliverer.
+#[tracing::instrument(skip_all, fields(topic = %request.topic, callback = %request.callback, mode = request.mode.as_str()))]
+pub async fn submit(
+    pool: &PgPool,
+    request: &SubscriptionRequest,
+    denial: Option<&str>,
+) -> Result<Submitted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let subscription_id = if request.mode == Mode::Unsubscribe && denial.is_none() {
+        let existing: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM subscriptions WHERE topic = $1 AND callback = $2")
+                .bind(request.topic.as_str())
+                .bind(request.callback.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            Some(id) => id,
+            None => return Ok(Submitted::NothingToDo),
+        }
+    } else {
+        sqlx::query_scalar(
+            "INSERT INTO subscriptions (id, topic, callback, pattern_prefix, callback_host) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (topic, callback) DO UPDATE SET updated_at = subscriptions.updated_at
+             RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(request.topic.as_str())
+        .bind(request.callback.as_str())
+        .bind(request.topic.pattern_prefix())
+        .bind(request.callback.host_key())
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    let request_id = Uuid::now_v7();
+    let mode = if denial.is_some() { "denied" } else { request.mode.as_str() };
+    sqlx::query(
+        "INSERT INTO subscription_requests (id, subscription_id, mode, lease_seconds, secret, reason)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(request_id)
+    .bind(subscription_id)
+    .bind(mode)
+    .bind(request.lease_seconds as i32)
+    .bind(request.secret.as_ref().map(|s| s.expose()))
+    .bind(denial)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(reason) = denial {
+        let current = current_state(&mut tx, subscription_id).await?;
+        if state::next(current, Transition::Denied).is_ok() {
+            transition_in(&mut tx, subscription_id, Transition::Denied, Some(reason)).await?;
+        }
+    }
+    sqlx::query("INSERT INTO outbox (kind, subscription_id, request_id) VALUES ($1, $2, $3)")
+        .bind(if denial.is_some() { "deny" } else { "verify" })
+        .bind(subscription_id)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Submitted::Queued(request_id))
+}
+
+async fn current_state(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<State, sqlx::Error> {
+    let raw: String = sqlx::query_scalar("SELECT state FROM subscriptions WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    State::parse(&raw).ok_or_else(|| sqlx::Error::Decode(format!("unknown subscription state {raw}").into()))
+}
+
+#[derive(sqlx::FromRow)]
+struct LifecycleRow {
+    topic: String,
+    callback: String,
+    state: String,
+    lease_seconds: Option<i32>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Applies a transition the state machine allows, and appends it to the log. The row must be locked by the caller
+/// (or is locked here). Fields already updated by the caller (lease, secret) are read back for the log entry.
+pub async fn transition_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    transition: Transition,
+    reason: Option<&str>,
+) -> Result<State, sqlx::Error> {
+    let from = current_state(tx, id).await?;
+    let to = state::next(from, transition).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let row: LifecycleRow = sqlx::query_as(
+        "UPDATE subscriptions SET state = $2, updated_at = now() WHERE id = $1
+         RETURNING topic, callback, state, lease_seconds, expires_at",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    let body = serde_json::json!({
+        "subscription_id": id,
+        "transition": transition,
+        "from": from,
+        "to": to,
+        "topic": row.topic,
+        "callback": row.callback,
+        "lease_seconds": row.lease_seconds,
+        "expires_at": row.expires_at,
+        "reason": reason,
+    });
+    let event = NewEvent {
+        id: Uuid::now_v7(),
+        topic: Topic::parse(&row.topic).map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+        content_type: "application/json".into(),
+        body: serde_json::to_vec(&body).expect("JSON serialises"),
+        tags: vec![format!("subscription.{transition}")],
+        group_id: Some(id.to_string()),
+    };
+    events::append_in(tx, EventKind::Subscription, std::slice::from_ref(&event)).await.map_err(|e| match e {
+        events::AppendError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
+    tracing::info!(subscription_id = %id, %transition, %from, %to, state = row.state, "subscription transition");
+    Ok(to)
+}
+
+/// A pending request and what verifying it needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRequest {
+    pub id: Uuid,
+    pub subscription_id: Uuid,
+    pub mode: String,
+    pub lease_seconds: Option<i32>,
+    pub reason: Option<String>,
+    pub state: String,
+    pub topic: String,
+    pub callback: String,
+}
+
+pub async fn load_request(pool: &PgPool, request_id: Uuid) -> Result<Option<PendingRequest>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id, r.subscription_id, r.mode, r.lease_seconds, r.reason, r.state, s.topic, s.callback
+         FROM subscription_requests r JOIN subscriptions s ON s.id = r.subscription_id WHERE r.id = $1",
+    )
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Applies a request whose verification of intent succeeded. A request older than one already verified for the
+/// same subscription is marked superseded instead, so late answers never roll a subscription back.
+#[tracing::instrument(skip(pool))]
+pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<State>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some((subscription_id, mode, created_at, req_state)): Option<(Uuid, String, DateTime<Utc>, String)> =
+        sqlx::query_as(
+            "SELECT subscription_id, mode, created_at, state FROM subscription_requests WHERE id = $1 FOR UPDATE",
+        )
+        .bind(request_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if req_state != "pending" {
+        return Ok(None);
+    }
+    let current = current_state(&mut tx, subscription_id).await?;
+    let newer_verified: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM subscription_requests
+                        WHERE subscription_id = $1 AND state = 'verified' AND created_at > $2)",
+    )
+    .bind(subscription_id)
+    .bind(created_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    let outcome = if newer_verified {
+        finish_request(&mut tx, request_id, "superseded", None).await?;
+        None
+    } else if mode == "subscribe" {
+        sqlx::query(
+            "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, secret = r.secret,
+                    expires_at = now() + make_interval(secs => r.lease_seconds)
+             FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id",
+        )
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+        let to = transition_in(&mut tx, subscription_id, state::on_subscribe_verified(current), None).await?;
+        finish_request(&mut tx, request_id, "verified", None).await?;
+        Some(to)
+    } else {
+        let to = if current == State::Active {
+            Some(transition_in(&mut tx, subscription_id, Transition::Unsubscribed, None).await?)
+        } else {
+            None
+        };
+        finish_request(&mut tx, request_id, "verified", None).await?;
+        to
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn finish_request(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE subscription_requests SET state = $2, error = $3, finished_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .bind(error)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed verification (or a sent denial notice): the subscription itself is left exactly as it was.
+pub async fn finish_unapplied(pool: &PgPool, id: Uuid, state: &str, error: Option<&str>) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    finish_request(&mut tx, id, state, error).await?;
+    tx.commit().await
+}
+
+/// Ends an active subscription whose callback answered 410 Gone.
+pub async fn end_gone(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if current_state(&mut tx, id).await? == State::Active {
+        transition_in(&mut tx, id, Transition::Gone, Some("the callback answered 410 Gone")).await?;
+    }
+    tx.commit().await
+}
+
+/// Moves every active subscription whose lease has run out to `expired`. Returns how many expired.
+pub async fn expire_due(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM subscriptions WHERE state = 'active' AND expires_at <= now()
+         ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &due {
+        transition_in(&mut tx, *id, Transition::Expired, Some("the lease ran out")).await?;
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
+
+pub async fn list(
+    pool: &PgPool,
+    topic: Option<&str>,
+    state: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+         WHERE ($1::text IS NULL OR topic = $1) AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id > $3)
+         ORDER BY id LIMIT $4"
+    ))
+    .bind(topic)
+    .bind(state)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ANY($1) ORDER BY id"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// The lifecycle of one subscription, as appended to the log, oldest first.
+pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<(i64, DateTime<Utc>, serde_json::Value)>, sqlx::Error> {
+    let rows: Vec<(i64, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+        "SELECT position, published_at, body FROM events WHERE kind = 'subscription' AND group_id = $1 ORDER BY position",
+    )
+    .bind(id.to_string())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(p, at, body)| (p, at, serde_json::from_slice(&body).unwrap_or_default())).collect())
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RequestView {
+    pub id: Uuid,
+    pub mode: String,
+    pub lease_seconds: Option<i32>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn requests(pool: &PgPool, id: Uuid) -> Result<Vec<RequestView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, mode, lease_seconds, state, reason, error, created_at, finished_at
+         FROM subscription_requests WHERE subscription_id = $1 ORDER BY created_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
