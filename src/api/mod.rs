@@ -2,6 +2,7 @@
 //! [`Application`] binds its listener up front (port 0 in tests) and serves until its token is cancelled.
 
 mod admin;
+mod deliveries;
 mod error;
 mod health;
 pub mod hub;
@@ -105,6 +106,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/fetches", web::get().to(admin::list_fetches))
         .route("/dry-run", web::get().to(admin::dry_run))
         .route("/spreader", web::get().to(admin::spreader_lag))
+        .route("/deliveries", web::get().to(deliveries::list))
+        .route("/deliveries/{id}", web::get().to(deliveries::show))
+        .route("/deliveries/{id}/redeliver", web::post().to(deliveries::redeliver))
         .route("/subscriptions", web::get().to(crate::subscriptions::api::list))
         .route("/subscriptions/{id}", web::get().to(crate::subscriptions::api::show));
 }

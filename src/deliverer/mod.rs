@@ -68,7 +68,7 @@ impl<T: Transport> Deliverer<T> {
 
     /// Longer than any request can take, so a slow request is never claimed twice.
     pub fn lease(&self) -> Duration {
-        self.config.request_timeout * 2 + Duration::from_secs(30)
+        self.config.request_timeout * 2 + Duration::from_secs(5)
     }
 
     fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {

@@ -5,4 +5,5 @@ mod helpers;
 mod publish;
 #[allow(dead_code)]
 mod receiver;
+mod spreader;
 mod subscriptions;
