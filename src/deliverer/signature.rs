@@ -6,7 +6,11 @@
 //! removed, then base64-decoded — so a subscriber passing its `hub.secret` to those libraries verifies out of the
 //! box; a secret that is not base64 is used as raw bytes.
 
-use base64::{engine::general_purpose::STANDARD, Engine};
+use base64::{
+    alphabet,
+    engine::{general_purpose::STANDARD, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    Engine,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -25,10 +29,28 @@ pub fn hub_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &[body])))
 }
 
-/// The Standard Webhooks key for a secret string.
+/// The Standard Webhooks key for a secret string, derived as the official libraries do: drop `whsec_`, ignore
+/// characters outside the base64 alphabet, decode with lenient padding. A secret that yields no key that way
+/// (empty, or an impossible length) is used as raw bytes.
 pub fn standard_webhooks_key(secret: &str) -> Vec<u8> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-    STANDARD.decode(encoded).unwrap_or_else(|_| secret.as_bytes().to_vec())
+    let alphabet: String = encoded
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/')
+        .collect();
+    let lenient = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    match lenient.decode(alphabet) {
+        Ok(key) if !key.is_empty() => key,
+        _ => secret.as_bytes().to_vec(),
+    }
 }
 
 /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, the value of `webhook-signature`.
@@ -64,7 +86,13 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_that_is_not_base64_is_used_as_raw_bytes() {
-        assert_eq!(standard_webhooks_key("not base64!"), b"not base64!".to_vec());
+    fn a_secret_that_yields_no_key_is_used_as_raw_bytes() {
+        assert_eq!(standard_webhooks_key("a"), b"a".to_vec());
+        assert_eq!(standard_webhooks_key("!!!"), b"!!!".to_vec());
+    }
+
+    #[test]
+    fn characters_outside_base64_are_ignored_like_the_official_libraries_do() {
+        assert_eq!(standard_webhooks_key("plain-secret-123"), standard_webhooks_key("plainsecret123"));
     }
 }

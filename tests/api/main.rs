@@ -1,9 +1,11 @@
 //! Integration tests: Tidings against a real PostgreSQL and real HTTP peers on 127.0.0.1.
 
+mod delivery;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;
 mod publish;
 #[allow(dead_code)]
 mod receiver;
+#[allow(dead_code)]
 mod spreader;
 mod subscriptions;
