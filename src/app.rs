@@ -13,7 +13,9 @@ use crate::{
     config::Config,
     db,
     deliverer::{transport::HttpTransport, Deliverer},
-    fetcher, spreader,
+    fetcher,
+    policies::Policies,
+    spreader,
 };
 
 /// The parts of Tidings a process runs.
@@ -51,14 +53,16 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
     let mut api_port = None;
     if roles.api {
         let wakeup = Arc::new(Notify::new());
+        let policies = Arc::new(Policies::new(pool.clone()));
         let fetcher = fetcher::Fetcher {
+            policies: policies.clone(),
             pool: pool.clone(),
             client: callback::http_client(config.hub.callback_allow_private, config.hub.fetch_timeout),
             allow_private: config.hub.callback_allow_private,
             max_bytes: config.http.max_body_bytes as usize,
             timeout: config.hub.fetch_timeout,
         };
-        let app = Application::build(AppState::new(pool.clone(), config.clone(), wakeup.clone())?)?;
+        let app = Application::build(AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies)?)?;
         api_port = Some(app.port());
         tracing::info!(port = app.port(), "API listening");
         tasks.spawn(app.run_until_stopped(token.clone()));

@@ -78,6 +78,12 @@ pub struct HttpConfig {
     /// Bearer token for the admin and query API. When unset, the admin API refuses every request.
     #[arg(long, env = "TIDINGS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret<String>>,
+    /// Comma-separated bearer tokens that may publish. When neither this nor the HMAC key is set, publishing is open.
+    #[arg(long, env = "TIDINGS_PUBLISH_TOKENS", hide_env_values = true)]
+    pub publish_tokens: Option<Secret<String>>,
+    /// Shared key for publishing with an HMAC-signed body (`X-Tidings-Timestamp`, `X-Tidings-Signature`).
+    #[arg(long, env = "TIDINGS_PUBLISH_HMAC_KEY", hide_env_values = true)]
+    pub publish_hmac_key: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Args)]

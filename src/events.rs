@@ -200,21 +200,37 @@ impl StoredEvent {
     }
 }
 
-/// A page of the log after a position.
+/// Filters for reading the log; every field is optional.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilter {
+    /// Cursor: only events after this position.
+    #[serde(default)]
+    pub after: i64,
+    pub topic: Option<String>,
+    pub tag: Option<String>,
+    pub group_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+}
+
+/// A page of the log in position order.
 #[tracing::instrument(skip(pool))]
-pub async fn read_after(
-    pool: &PgPool,
-    after: i64,
-    topic: Option<&str>,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub async fn search(pool: &PgPool, f: &EventFilter, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM events
          WHERE position > $1 AND kind = 'content' AND ($2::text IS NULL OR topic = $2)
-         ORDER BY position LIMIT $3",
+           AND ($3::text IS NULL OR tags @> ARRAY[$3]) AND ($4::text IS NULL OR group_id = $4)
+           AND ($5::timestamptz IS NULL OR published_at >= $5) AND ($6::timestamptz IS NULL OR published_at < $6)
+         ORDER BY position LIMIT $7",
     )
-    .bind(after)
-    .bind(topic)
+    .bind(f.after)
+    .bind(f.topic.as_deref())
+    .bind(f.tag.as_deref())
+    .bind(f.group_id.as_deref())
+    .bind(f.since)
+    .bind(f.until)
     .bind(limit)
     .fetch_all(pool)
     .await

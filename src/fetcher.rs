@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     callback::{self, CallbackUrl},
     events::{self, EventKind, NewEvent},
+    policies::Policies,
     topic::Topic,
 };
 
@@ -37,6 +38,7 @@ pub async fn enqueue(pool: &PgPool, urls: &[CallbackUrl]) -> Result<Vec<Uuid>, s
 
 pub struct Fetcher {
     pub pool: PgPool,
+    pub policies: Arc<Policies>,
     pub client: reqwest::Client,
     pub allow_private: bool,
     pub max_bytes: usize,
@@ -81,6 +83,10 @@ impl Fetcher {
                     tags: Vec::new(),
                     group_id: None,
                 };
+                if let Err(breach) = self.policies.check(std::slice::from_ref(&event)).await? {
+                    self.record_failure(id, &topic, Some(fetched.status), breach, None).await?;
+                    return Ok(FetchOutcome::Failed(id));
+                }
                 let mut tx = self.pool.begin().await?;
                 events::append_in(&mut tx, EventKind::Content, std::slice::from_ref(&event)).await?;
                 sqlx::query(
@@ -98,23 +104,36 @@ impl Fetcher {
             }
             Err((status, error)) => {
                 let retry = RETRY_DELAYS.get(attempts as usize - 1).filter(|_| attempts < MAX_ATTEMPTS);
-                sqlx::query(
-                    "UPDATE topic_fetches SET status_code = $2, error = $3,
+                self.record_failure(id, &topic, status, error, retry.copied()).await?;
+                Ok(FetchOutcome::Failed(id))
+            }
+        }
+    }
+
+    /// Records a failed attempt: due again after `retry` seconds, or `failed` for good.
+    async fn record_failure(
+        &self,
+        id: Uuid,
+        topic: &str,
+        status: Option<u16>,
+        error: String,
+        retry: Option<u64>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE topic_fetches SET status_code = $2, error = $3,
                         state = CASE WHEN $4::float8 IS NULL THEN 'failed' ELSE 'pending' END,
                         finished_at = CASE WHEN $4::float8 IS NULL THEN now() END,
                         due_at = CASE WHEN $4::float8 IS NULL THEN due_at ELSE now() + make_interval(secs => $4) END
                      WHERE id = $1",
-                )
-                .bind(id)
-                .bind(status.map(i32::from))
-                .bind(&error)
-                .bind(retry.map(|s| *s as f64))
-                .execute(&self.pool)
-                .await?;
-                tracing::warn!(fetch_id = %id, topic, error, attempts, "topic fetch failed");
-                Ok(FetchOutcome::Failed(id))
-            }
-        }
+        )
+        .bind(id)
+        .bind(status.map(i32::from))
+        .bind(&error)
+        .bind(retry.map(|s| s as f64))
+        .execute(&self.pool)
+        .await?;
+        tracing::warn!(fetch_id = %id, topic, error, "topic fetch failed");
+        Ok(())
     }
 
     async fn fetch(&self, topic: &str) -> Result<Fetched, (Option<u16>, String)> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::events::{self, StoredEvent};
+use crate::events::{self, EventFilter, StoredEvent};
 
 pub const MAX_PAGE: i64 = 1000;
 
@@ -48,15 +48,6 @@ impl From<StoredEvent> for EventView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    #[serde(default)]
-    after: i64,
-    topic: Option<String>,
-    limit: Option<i64>,
-}
-
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit.unwrap_or(100) {
         n @ 1..=MAX_PAGE => Ok(n),
@@ -64,16 +55,17 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// `GET /events?after=&topic=&limit=`: the log in position order, with the cursor for the next page.
+/// `GET /events?after=&topic=&tag=&group_id=&since=&until=&limit=`: the log in position order, with the cursor
+/// for the next page.
 pub async fn list_events(
     state: web::Data<AppState>,
     req: HttpRequest,
-    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+    query: Result<web::Query<EventFilter>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     state.require_admin(&req)?;
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let limit = page_limit(query.limit)?;
-    let rows = events::read_after(&state.pool, query.after, query.topic.as_deref(), limit).await?;
+    let rows = events::search(&state.pool, &query, limit).await?;
     let next_after = rows.last().map(|e| e.position).unwrap_or(query.after);
     let events: Vec<EventView> = rows.into_iter().map(EventView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "next_after": next_after })))

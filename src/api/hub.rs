@@ -46,7 +46,10 @@ pub async fn hub(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
     let mode = form.one("hub.mode")?.ok_or_else(|| ApiError::bad_request("hub.mode is required"))?;
     tracing::Span::current().record("mode", mode);
     match mode {
-        "publish" => publish(&state, &form).await,
+        "publish" => {
+            state.require_publisher(&req, &body)?;
+            publish(&state, &form).await
+        }
         "subscribe" | "unsubscribe" => crate::subscriptions::api::request(&state, &form, mode).await,
 
         other => Err(ApiError::bad_request(format!(

@@ -2,24 +2,25 @@
 //! [`Application`] binds its listener up front (port 0 in tests) and serves until its token is cancelled.
 
 mod admin;
+pub mod auth;
 mod deliveries;
 mod error;
 mod health;
 pub mod hub;
+mod operations;
 mod publish;
 
 use std::{net::TcpListener, sync::Arc};
 
 use actix_web::{dev::Server, web, App, HttpRequest, HttpServer};
 use sqlx::PgPool;
-use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::page_limit;
 pub use error::ApiError;
 
-use crate::{config::Config, topic::TopicAllowList};
+use crate::{config::Config, policies::Policies, topic::TopicAllowList};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -28,30 +29,28 @@ pub struct AppState {
     pub topic_allow: TopicAllowList,
     /// Wakes this process's topic fetcher when a thin ping arrives.
     pub fetch_wakeup: Arc<Notify>,
+    pub policies: Arc<Policies>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Config, fetch_wakeup: Arc<Notify>) -> anyhow::Result<Self> {
+    pub fn new(
+        pool: PgPool,
+        config: Config,
+        fetch_wakeup: Arc<Notify>,
+        policies: Arc<Policies>,
+    ) -> anyhow::Result<Self> {
         let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
-        Ok(Self { pool, config, topic_allow, fetch_wakeup })
+        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies })
     }
 
     /// Refuses a request without the admin bearer token (compared in constant time).
     pub fn require_admin(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Some(expected) = &self.config.http.admin_token else {
-            return Err(ApiError::Unauthorized("the admin API is disabled: set TIDINGS_ADMIN_TOKEN".into()));
-        };
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized("a valid admin token is required (Authorization: Bearer ...)".into()))
-        }
+        auth::require_admin(&self.config.http, req)
+    }
+
+    /// Refuses a publish without a publish token or a valid body signature, when publishing is restricted.
+    pub fn require_publisher(&self, req: &HttpRequest, body: &[u8]) -> Result<(), ApiError> {
+        auth::require_publisher(&self.config.http, req, body)
     }
 }
 
@@ -110,5 +109,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/deliveries/{id}", web::get().to(deliveries::show))
         .route("/deliveries/{id}/redeliver", web::post().to(deliveries::redeliver))
         .route("/subscriptions", web::get().to(crate::subscriptions::api::list))
-        .route("/subscriptions/{id}", web::get().to(crate::subscriptions::api::show));
+        .route("/subscriptions/{id}", web::get().to(crate::subscriptions::api::show))
+        .route("/subscriptions/{id}/replay", web::post().to(operations::replay))
+        .route("/subscriptions/{id}/redeliver-dead", web::post().to(operations::redeliver_dead))
+        .route("/subscriptions/{id}/end", web::post().to(operations::end_subscription))
+        .route("/groups/{group_id}/progress", web::get().to(operations::group_progress))
+        .route("/stats", web::get().to(operations::stats))
+        .route("/policies", web::get().to(operations::list_policies))
+        .route("/policies", web::put().to(operations::put_policy))
+        .route("/policies", web::delete().to(operations::delete_policy));
 }

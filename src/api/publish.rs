@@ -109,6 +109,7 @@ pub async fn publish_json(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    state.require_publisher(&req, &body)?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !is_json(content_type) {
         return Err(ApiError::UnsupportedMediaType(
@@ -148,6 +149,7 @@ pub async fn publish_raw(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    state.require_publisher(&req, &body)?;
     let pairs: Vec<(String, String)> =
         url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
     let query: RawQuery = serde_json::from_value(serde_json::Value::Object(
@@ -182,6 +184,7 @@ pub async fn publish_raw(
 }
 
 async fn append(state: &AppState, events: &[NewEvent]) -> Result<Vec<Appended>, ApiError> {
+    state.policies.check(events).await?.map_err(ApiError::Unprocessable)?;
     events::append(&state.pool, events).await.map_err(|e| match e {
         AppendError::Conflict(id) => {
             ApiError::Conflict(format!("event {id} was already published with different content"))

@@ -1,0 +1,182 @@
+//! The operations side of the admin API: group progress, statistics, replay and bulk redelivery, ending a
+//! subscription, and topic policies.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::{
+    policies::{self, Policy},
+    stats,
+    subscriptions::{state::Transition, store},
+};
+
+fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
+    q.map(web::Query::into_inner).map_err(|e| ApiError::bad_request(format!("query: {e}")))
+}
+
+/// A JSON body; an empty body means every field takes its default.
+fn body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+fn subscription_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("the subscription id must be a UUID"))
+}
+
+async fn active_subscription(state: &AppState, id: Uuid) -> Result<store::Subscription, ApiError> {
+    let s = store::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
+    if s.state != "active" {
+        return Err(ApiError::Conflict(format!("subscription {id} is {}, not active", s.state)));
+    }
+    Ok(s)
+}
+
+/// `GET /groups/{group_id}/progress`
+pub async fn group_progress(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    Ok(HttpResponse::Ok().json(stats::group_progress(&state.pool, &path).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    topic: Option<String>,
+    subscription_id: Option<Uuid>,
+}
+
+/// `GET /stats?since=&until=&topic=&subscription_id=`: per topic and per subscription (default: the last 24 h).
+pub async fn stats(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: Result<web::Query<StatsQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let q = query(q)?;
+    let until = q.until.unwrap_or_else(Utc::now);
+    let since = q.since.unwrap_or(until - Duration::hours(24));
+    if since >= until {
+        return Err(ApiError::bad_request("since must be before until"));
+    }
+    let rows = stats::delivery_stats(&state.pool, since, until, q.topic.as_deref(), q.subscription_id).await?;
+    let (by_topic, by_subscription): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.topic.is_some());
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "since": since, "until": until, "by_topic": by_topic, "by_subscription": by_subscription,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    #[serde(default)]
+    from_position: i64,
+    from_time: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+/// `POST /subscriptions/{id}/replay`: new jobs for the events it matched from a position or time.
+pub async fn replay(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let id = subscription_id(&path)?;
+    let r: ReplayRequest = body(&raw)?;
+    let limit = r.limit.unwrap_or(10_000);
+    if !(1..=stats::MAX_BULK).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {}", stats::MAX_BULK)));
+    }
+    active_subscription(&state, id).await?;
+    let replayed = stats::replay(&state.pool, id, r.from_position, r.from_time, limit).await?;
+    tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription");
+    Ok(HttpResponse::Ok().json(replayed))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRequest {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+/// `POST /subscriptions/{id}/redeliver-dead`: every dead delivery in the range goes back in the queue.
+pub async fn redeliver_dead(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let id = subscription_id(&path)?;
+    let r: RangeRequest = body(&raw)?;
+    active_subscription(&state, id).await?;
+    let redelivered = stats::redeliver_dead(&state.pool, id, r.since, r.until).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "redelivered": redelivered })))
+}
+
+/// `POST /subscriptions/{id}/end`: an operator ends an active subscription (recorded in its history).
+pub async fn end_subscription(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let id = subscription_id(&path)?;
+    active_subscription(&state, id).await?;
+    let mut tx = state.pool.begin().await?;
+    store::transition_in(&mut tx, id, Transition::Unsubscribed, Some("ended by an operator")).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(store::get(&state.pool, id).await?))
+}
+
+/// `GET /policies`
+pub async fn list_policies(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "policies": policies::list(&state.pool).await? })))
+}
+
+/// `PUT /policies`: creates or replaces the policy of a topic or pattern.
+pub async fn put_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let policy: Policy = serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let stored = state.policies.put(policy).await?.map_err(ApiError::BadRequest)?;
+    Ok(HttpResponse::Ok().json(stored))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicQuery {
+    topic: String,
+}
+
+/// `DELETE /policies?topic=`
+pub async fn delete_policy(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: Result<web::Query<TopicQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    state.require_admin(&req)?;
+    let q = query(q)?;
+    if state.policies.delete(&q.topic).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("no policy for {}", q.topic)))
+    }
+}

@@ -1,0 +1,223 @@
+//! Topic policies (owns `topic_policies`): per topic or pattern, an optional JSON Schema for the content, a
+//! maximum size and the content types allowed. Checked at publish time, before anything is written; a breach is
+//! reported naming the event, the policy and what failed.
+//!
+//! Policies are cached per process and re-read at most a second after a change made by another process (at
+//! once after a change made through this one).
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::{events::NewEvent, topic::Topic};
+
+const CACHE_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub topic: String,
+    pub json_schema: Option<serde_json::Value>,
+    pub max_bytes: Option<i32>,
+    pub content_types: Option<Vec<String>>,
+    #[serde(default = "Utc::now", skip_deserializing)]
+    pub updated_at: DateTime<Utc>,
+}
+
+struct Compiled {
+    topic: Topic,
+    policy: Policy,
+    validator: Option<jsonschema::Validator>,
+}
+
+impl Compiled {
+    fn new(policy: Policy) -> Result<Self, String> {
+        let topic = Topic::parse(&policy.topic).map_err(|e| format!("topic: {e}"))?;
+        let validator = match &policy.json_schema {
+            Some(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("json_schema is not a valid JSON Schema: {e}"))?,
+            ),
+            None => None,
+        };
+        if policy.max_bytes.is_some_and(|m| m <= 0) {
+            return Err("max_bytes must be positive".into());
+        }
+        Ok(Self { topic, policy, validator })
+    }
+
+    fn applies_to(&self, topic: &str) -> bool {
+        self.topic.matches(topic)
+    }
+
+    /// The first way the event breaks this policy, if any.
+    fn breach(&self, event: &NewEvent) -> Option<String> {
+        let p = &self.policy;
+        if let Some(max) = p.max_bytes {
+            if event.body.len() > max as usize {
+                return Some(format!("the content is {} bytes, more than the {max} allowed", event.body.len()));
+            }
+        }
+        if let Some(allowed) = &p.content_types {
+            let essence = event.content_type.split(';').next().unwrap_or("").trim();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(essence)) {
+                return Some(format!("content type {essence} is not one of {}", allowed.join(", ")));
+            }
+        }
+        if let Some(validator) = &self.validator {
+            let Ok(instance) = serde_json::from_slice::<serde_json::Value>(&event.body) else {
+                return Some("the content is not JSON, and the policy has a JSON Schema".into());
+            };
+            let errors: Vec<String> = validator
+                .iter_errors(&instance)
+                .take(3)
+                .map(|e| {
+                    let at = e.instance_path().to_string();
+                    format!("{}: {e}", if at.is_empty() { "/".to_owned() } else { at })
+                })
+                .collect();
+            if !errors.is_empty() {
+                return Some(format!("the content does not match the JSON Schema ({})", errors.join("; ")));
+            }
+        }
+        None
+    }
+}
+
+pub struct Policies {
+    pool: PgPool,
+    cache: RwLock<Option<(Instant, Arc<Vec<Compiled>>)>>,
+}
+
+impl Policies {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, cache: RwLock::new(None) }
+    }
+
+    async fn current(&self) -> Result<Arc<Vec<Compiled>>, sqlx::Error> {
+        if let Some((at, compiled)) = self.cache.read().expect("policy cache lock").as_ref() {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(compiled.clone());
+            }
+        }
+        let compiled: Vec<Compiled> = list(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(|p| match Compiled::new(p) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = e, "a stored topic policy cannot be compiled; it is skipped");
+                    None
+                }
+            })
+            .collect();
+        let compiled = Arc::new(compiled);
+        *self.cache.write().expect("policy cache lock") = Some((Instant::now(), compiled.clone()));
+        Ok(compiled)
+    }
+
+    /// Checks every event against every policy for its topic: `Err` names the first breach.
+    pub async fn check(&self, events: &[NewEvent]) -> Result<Result<(), String>, sqlx::Error> {
+        let policies = self.current().await?;
+        if policies.is_empty() {
+            return Ok(Ok(()));
+        }
+        for (i, event) in events.iter().enumerate() {
+            for policy in policies.iter().filter(|p| p.applies_to(event.topic.as_str())) {
+                if let Some(breach) = policy.breach(event) {
+                    let which = if events.len() > 1 { format!("event {i}: ") } else { String::new() };
+                    return Ok(Err(format!("{which}the policy for {} refuses it: {breach}", policy.policy.topic)));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Creates or replaces the policy for its topic. `Err(Ok(reason))` for an invalid policy.
+    pub async fn put(&self, policy: Policy) -> Result<Result<Policy, String>, sqlx::Error> {
+        if let Err(e) = Compiled::new(policy.clone()) {
+            return Ok(Err(e));
+        }
+        let stored = sqlx::query_as(
+            "INSERT INTO topic_policies (topic, json_schema, max_bytes, content_types) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (topic) DO UPDATE SET json_schema = $2, max_bytes = $3, content_types = $4, updated_at = now()
+             RETURNING topic, json_schema, max_bytes, content_types, updated_at",
+        )
+        .bind(&policy.topic)
+        .bind(&policy.json_schema)
+        .bind(policy.max_bytes)
+        .bind(&policy.content_types)
+        .fetch_one(&self.pool)
+        .await?;
+        self.invalidate();
+        Ok(Ok(stored))
+    }
+
+    pub async fn delete(&self, topic: &str) -> Result<bool, sqlx::Error> {
+        let gone = sqlx::query("DELETE FROM topic_policies WHERE topic = $1").bind(topic).execute(&self.pool).await?;
+        self.invalidate();
+        Ok(gone.rows_affected() == 1)
+    }
+
+    fn invalidate(&self) {
+        *self.cache.write().expect("policy cache lock") = None;
+    }
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Policy>, sqlx::Error> {
+    sqlx::query_as("SELECT topic, json_schema, max_bytes, content_types, updated_at FROM topic_policies ORDER BY topic")
+        .fetch_all(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn event(topic: &str, content_type: &str, body: &[u8]) -> NewEvent {
+        NewEvent {
+            id: Uuid::now_v7(),
+            topic: Topic::parse(topic).unwrap(),
+            content_type: content_type.into(),
+            body: body.to_vec(),
+            tags: vec![],
+            group_id: None,
+        }
+    }
+
+    fn compiled(json: serde_json::Value) -> Compiled {
+        Compiled::new(serde_json::from_value(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_schema_breach_names_the_failing_field() {
+        let p = compiled(serde_json::json!({"topic": "orders.*", "json_schema": {
+            "type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}}));
+        assert!(p.applies_to("orders.created"));
+        assert!(!p.applies_to("invoices.created"));
+        let breach = p.breach(&event("orders.created", "application/json", br#"{"amount": "ten"}"#)).unwrap();
+        assert!(breach.contains("/amount"), "{breach}");
+        assert!(p.breach(&event("orders.created", "application/json", br#"{"amount": 10}"#)).is_none());
+        assert!(p.breach(&event("orders.created", "text/plain", b"x")).unwrap().contains("not JSON"));
+    }
+
+    #[test]
+    fn size_and_content_type_limits_apply() {
+        let p = compiled(serde_json::json!({"topic": "t", "max_bytes": 4, "content_types": ["text/plain"]}));
+        assert!(p.breach(&event("t", "text/plain; charset=utf-8", b"1234")).is_none());
+        assert!(p.breach(&event("t", "text/plain", b"12345")).unwrap().contains("more than the 4"));
+        assert!(p.breach(&event("t", "application/json", b"1")).unwrap().contains("not one of"));
+    }
+
+    #[test]
+    fn an_invalid_schema_is_refused() {
+        let p: Policy = serde_json::from_value(serde_json::json!({"topic": "t", "json_schema": {"type": 12}})).unwrap();
+        assert!(Compiled::new(p).is_err());
+    }
+}
