@@ -14,6 +14,8 @@ use crate::{
     db,
     deliverer::{transport::HttpTransport, Deliverer},
     fetcher,
+    metrics::Metrics,
+    ops_server,
     policies::Policies,
     spreader,
 };
@@ -36,6 +38,8 @@ impl Roles {
 /// A running Tidings: its API port (when it serves the API), its pool, and its tasks.
 pub struct Running {
     pub api_port: Option<u16>,
+    /// The port of /metrics, /healthz and /readyz in a process without the API.
+    pub metrics_port: Option<u16>,
     pub pool: PgPool,
     pub token: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -49,20 +53,24 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
 
 pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyhow::Result<Running> {
     let token = CancellationToken::new();
+    let metrics = Metrics::new();
     let mut tasks = JoinSet::new();
     let mut api_port = None;
+    let mut metrics_port = None;
     if roles.api {
         let wakeup = Arc::new(Notify::new());
         let policies = Arc::new(Policies::new(pool.clone()));
         let fetcher = fetcher::Fetcher {
-            policies: policies.clone(),
             pool: pool.clone(),
+            metrics: metrics.clone(),
+            policies: policies.clone(),
             client: callback::http_client(config.hub.callback_allow_private, config.hub.fetch_timeout),
             allow_private: config.hub.callback_allow_private,
             max_bytes: config.http.max_body_bytes as usize,
             timeout: config.hub.fetch_timeout,
         };
-        let app = Application::build(AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies)?)?;
+        let state = AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies, metrics.clone())?;
+        let app = Application::build(state)?;
         api_port = Some(app.port());
         tracing::info!(port = app.port(), "API listening");
         tasks.spawn(app.run_until_stopped(token.clone()));
@@ -71,9 +79,14 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
             fetcher.run_until_stopped(wakeup, t).await;
             Ok(())
         });
+    } else {
+        let server = ops_server::OpsServer::build(config.http.metrics_listen, pool.clone(), metrics.clone())?;
+        metrics_port = Some(server.port());
+        tracing::info!(port = server.port(), "metrics and health listening");
+        tasks.spawn(server.run_until_stopped(token.clone()));
     }
     if roles.spreader {
-        let spreader = spreader::Spreader { pool: pool.clone(), batch_size: config.spread_batch as i64 };
+        let spreader = spreader::Spreader::new(pool.clone(), config.spread_batch as i64).with_metrics(metrics.clone());
         let t = token.clone();
         tasks.spawn(async move {
             spreader.run_until_stopped(t).await;
@@ -82,14 +95,15 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
     }
     if roles.deliverer {
         let transport = HttpTransport::new(config.hub.callback_allow_private, config.delivery.request_timeout);
-        let deliverer = Deliverer::new(pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone());
+        let deliverer = Deliverer::new(pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone())
+            .with_metrics(metrics.clone());
         let t = token.clone();
         tasks.spawn(async move {
             deliverer.run_until_stopped(t).await;
             Ok(())
         });
     }
-    Ok(Running { api_port, pool, token, tasks })
+    Ok(Running { api_port, metrics_port, pool, token, tasks })
 }
 
 impl Running {

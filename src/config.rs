@@ -75,6 +75,9 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes (publish bodies, batches, fetched topic content).
     #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
     pub max_body_bytes: u64,
+    /// Where a processor without the API (callbacks-spreader, callback-deliver) serves /metrics, /healthz, /readyz.
+    #[arg(long, env = "TIDINGS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
     /// Bearer token for the admin and query API. When unset, the admin API refuses every request.
     #[arg(long, env = "TIDINGS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret<String>>,

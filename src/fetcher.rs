@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     callback::{self, CallbackUrl},
     events::{self, EventKind, NewEvent},
+    metrics::Metrics,
     policies::Policies,
     topic::Topic,
 };
@@ -38,6 +39,7 @@ pub async fn enqueue(pool: &PgPool, urls: &[CallbackUrl]) -> Result<Vec<Uuid>, s
 
 pub struct Fetcher {
     pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
     pub policies: Arc<Policies>,
     pub client: reqwest::Client,
     pub allow_private: bool,
@@ -99,6 +101,7 @@ impl Fetcher {
                 .await?;
                 sqlx::query("SELECT pg_notify($1, '')").bind(events::EVENTS_CHANNEL).execute(&mut *tx).await?;
                 tx.commit().await?;
+                self.metrics.events_appended.with_label_values(&["thin_ping"]).inc();
                 tracing::info!(fetch_id = %id, topic, "fetched topic and appended its content");
                 Ok(FetchOutcome::Fetched(id))
             }

@@ -12,6 +12,8 @@ pub mod db;
 pub mod deliverer;
 pub mod events;
 pub mod fetcher;
+pub mod metrics;
+pub mod ops_server;
 pub mod outbox;
 pub mod policies;
 pub mod retry;

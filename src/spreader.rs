@@ -18,14 +18,14 @@
 //! Durability: the batch commits with `synchronous_commit = off`. Jobs and cursor are derived from the log, so a
 //! lost tail after a crash is spread again, never lost.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 use sqlx::{postgres::PgListener, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{events::EVENTS_CHANNEL, subscriptions::store::OUTBOX_CHANNEL};
+use crate::{events::EVENTS_CHANNEL, metrics::Metrics, subscriptions::store::OUTBOX_CHANNEL};
 
 /// Which active subscriptions receive an event on topic `$topic`: the one rule shared by spreading and dry runs.
 macro_rules! matching_subscriptions {
@@ -81,10 +81,20 @@ pub enum Step {
 
 pub struct Spreader {
     pub pool: PgPool,
-    pub batch_size: i64,
+    batch_size: i64,
+    metrics: Arc<Metrics>,
 }
 
 impl Spreader {
+    pub fn new(pool: PgPool, batch_size: i64) -> Self {
+        Self { pool, batch_size, metrics: Metrics::new() }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// One batch: reads the next events below the horizon, writes their jobs, moves the cursor — one transaction.
     #[tracing::instrument(skip(self))]
     pub async fn try_spread_batch(&self) -> Result<Step, sqlx::Error> {
@@ -106,6 +116,8 @@ impl Spreader {
         if events > 0 {
             tracing::debug!(events, jobs, "spread a batch");
         }
+        self.metrics.spread_events.inc_by(events as u64);
+        self.metrics.spread_jobs.inc_by(jobs as u64);
         Ok(Step::Spread { events, jobs, full: events == self.batch_size })
     }
 

@@ -9,6 +9,11 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Prometheus metrics of this process.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(&state.pool).await)
+}
+
 /// The database is reachable and every migration is applied.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match crate::db::is_ready(&state.pool).await {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::page_limit;
 pub use error::ApiError;
 
-use crate::{config::Config, policies::Policies, topic::TopicAllowList};
+use crate::{config::Config, metrics::Metrics, policies::Policies, topic::TopicAllowList};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -30,6 +30,7 @@ pub struct AppState {
     /// Wakes this process's topic fetcher when a thin ping arrives.
     pub fetch_wakeup: Arc<Notify>,
     pub policies: Arc<Policies>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -38,9 +39,10 @@ impl AppState {
         config: Config,
         fetch_wakeup: Arc<Notify>,
         policies: Arc<Policies>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
-        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies })
+        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies, metrics })
     }
 
     /// Refuses a request without the admin bearer token (compared in constant time).
@@ -99,6 +101,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::post().to(hub::hub))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .route("/events", web::post().to(publish::publish_json))
         .route("/events/raw", web::post().to(publish::publish_raw))
         .route("/events", web::get().to(admin::list_events))

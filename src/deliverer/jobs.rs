@@ -1,7 +1,10 @@
 //! Carrying out one claimed job — a delivery, a verification of intent, or a denial notice — and deciding what
 //! happens next. No transaction or lock is held while the subscriber is called.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use rand::{distributions::Alphanumeric, Rng};
@@ -12,6 +15,7 @@ use super::{
     transport::{Failure, Method, Request, Response, Transport},
 };
 use crate::{
+    metrics::Metrics,
     outbox::{Attempt, Job, Next, Outcome},
     retry::{parse_retry_after, RetrySchedule},
     subscriptions::store,
@@ -23,6 +27,7 @@ pub struct Context<T> {
     pub hub_url: Url,
     pub schedule: RetrySchedule,
     pub retry_after_max: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a failed attempt leads to: a retry on the schedule (or after `Retry-After` for 429/503), or death.
@@ -44,11 +49,28 @@ pub fn after_failure(
 }
 
 pub async fn execute<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
-    match job.kind.as_str() {
+    let kind = job.kind.clone();
+    let outcome = match kind.as_str() {
         "deliver" => deliver(ctx, job).await,
         "verify" => verify(ctx, job).await,
         _ => deny(ctx, job).await,
-    }
+    };
+    count(&ctx.metrics, &kind, &outcome);
+    outcome
+}
+
+fn count(metrics: &Metrics, kind: &str, outcome: &Outcome) {
+    let label = match (&outcome.attempt, &outcome.next) {
+        (Some(attempt), _) => {
+            metrics.attempt_seconds.with_label_values(&[kind]).observe(attempt.duration.as_secs_f64());
+            attempt.outcome
+        }
+        (None, Next::Cancelled) => "cancelled",
+        (None, Next::Dead) => "dead",
+        (None, _) => return,
+    };
+    let counter = if kind == "deliver" { &metrics.deliveries } else { &metrics.verifications };
+    counter.with_label_values(&[label]).inc();
 }
 
 fn settled(job: &Job, next: Next, error: impl Into<String>) -> Outcome {

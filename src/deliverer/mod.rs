@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::DeliveryConfig,
+    metrics::Metrics,
     outbox::{self, Job, Next, Outcome},
     subscriptions::store::OUTBOX_CHANNEL,
 };
@@ -56,6 +57,7 @@ impl<T: Transport> Deliverer<T> {
             hub_url,
             schedule: config.retry_schedule.clone(),
             retry_after_max: config.retry_after_max,
+            metrics: Metrics::new(),
         };
         Self {
             ctx: Arc::new(ctx),
@@ -64,6 +66,12 @@ impl<T: Transport> Deliverer<T> {
             completed: Arc::new(Notify::new()),
             config,
         }
+    }
+
+    /// Counts into these metrics instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        Arc::get_mut(&mut self.ctx).expect("set before the deliverer runs").metrics = metrics;
+        self
     }
 
     /// Longer than any request can take, so a slow request is never claimed twice.

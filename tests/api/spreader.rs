@@ -38,7 +38,7 @@ async fn api_only() -> TestApp {
 }
 
 fn spreader(app: &TestApp, batch: i64) -> Spreader {
-    Spreader { pool: app.pool.clone(), batch_size: batch }
+    Spreader::new(app.pool.clone(), batch)
 }
 
 /// Spreads until the cursor has passed every committed event. Transactions of other tests on the same server
