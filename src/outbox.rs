@@ -212,14 +212,54 @@ const DELIVERY_COLUMNS: &str =
     "o.id, o.kind, o.subscription_id, o.event_position, e.id AS event_id, o.request_id, o.state,
      o.attempts, o.due_at, o.last_status, o.last_error, o.created_at, o.finished_at";
 
+/// The states of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Delivered,
+    Dead,
+    Cancelled,
+}
+
+/// The kinds of job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Deliver,
+    Verify,
+    Deny,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Delivered => "delivered",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Deliver => "deliver",
+            JobKind::Verify => "verify",
+            JobKind::Deny => "deny",
+        }
+    }
+}
+
 /// Filters for listing deliveries; every field is optional.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFilter {
     pub subscription_id: Option<Uuid>,
     pub event_id: Option<Uuid>,
-    pub state: Option<String>,
-    pub kind: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Cursor: only jobs with a larger id.
@@ -238,8 +278,8 @@ pub async fn list(pool: &PgPool, f: &DeliveryFilter, limit: i64) -> Result<Vec<D
     ))
     .bind(f.subscription_id)
     .bind(f.event_id)
-    .bind(f.state.as_deref())
-    .bind(f.kind.as_deref())
+    .bind(f.state.map(JobState::as_str))
+    .bind(f.kind.map(JobKind::as_str))
     .bind(f.since)
     .bind(f.until)
     .bind(f.after.unwrap_or(0))

@@ -39,6 +39,7 @@ impl Compiled {
     fn new(policy: Policy) -> Result<Self, String> {
         let topic = Topic::parse(&policy.topic).map_err(|e| format!("topic: {e}"))?;
         let validator = match &policy.json_schema {
+            Some(schema) if !schema.is_object() => return Err("json_schema must be a JSON Schema object".into()),
             Some(schema) => Some(
                 jsonschema::validator_for(schema)
                     .map_err(|e| format!("json_schema is not a valid JSON Schema: {e}"))?,

@@ -89,8 +89,26 @@ pub struct FetchView {
 pub struct FetchesQuery {
     id: Option<Uuid>,
     topic: Option<String>,
-    state: Option<String>,
+    state: Option<FetchState>,
     limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchState {
+    Pending,
+    Fetched,
+    Failed,
+}
+
+impl FetchState {
+    fn as_str(self) -> &'static str {
+        match self {
+            FetchState::Pending => "pending",
+            FetchState::Fetched => "fetched",
+            FetchState::Failed => "failed",
+        }
+    }
 }
 
 /// `GET /fetches?id=&topic=&state=`: thin-ping fetches, newest first, with their outcome.
@@ -109,7 +127,7 @@ pub async fn list_fetches(
          ORDER BY requested_at DESC, id DESC LIMIT $3",
     )
     .bind(query.topic.as_deref())
-    .bind(query.state.as_deref())
+    .bind(query.state.map(FetchState::as_str))
     .bind(limit)
     .bind(query.id)
     .fetch_all(&state.pool)

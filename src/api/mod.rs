@@ -97,28 +97,87 @@ impl Application {
     }
 }
 
+/// Every route, one resource per path, so a known path with an unknown method answers 405.
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::post().to(hub::hub))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/events", web::post().to(publish::publish_json))
-        .route("/events/raw", web::post().to(publish::publish_raw))
-        .route("/events", web::get().to(admin::list_events))
-        .route("/fetches", web::get().to(admin::list_fetches))
-        .route("/dry-run", web::get().to(admin::dry_run))
-        .route("/spreader", web::get().to(admin::spreader_lag))
-        .route("/deliveries", web::get().to(deliveries::list))
-        .route("/deliveries/{id}", web::get().to(deliveries::show))
-        .route("/deliveries/{id}/redeliver", web::post().to(deliveries::redeliver))
-        .route("/subscriptions", web::get().to(crate::subscriptions::api::list))
-        .route("/subscriptions/{id}", web::get().to(crate::subscriptions::api::show))
-        .route("/subscriptions/{id}/replay", web::post().to(operations::replay))
-        .route("/subscriptions/{id}/redeliver-dead", web::post().to(operations::redeliver_dead))
-        .route("/subscriptions/{id}/end", web::post().to(operations::end_subscription))
-        .route("/groups/{group_id}/progress", web::get().to(operations::group_progress))
-        .route("/stats", web::get().to(operations::stats))
-        .route("/policies", web::get().to(operations::list_policies))
-        .route("/policies", web::put().to(operations::put_policy))
-        .route("/policies", web::delete().to(operations::delete_policy));
+    use crate::subscriptions::api as subscriptions;
+    use web::{delete, get, post, put, resource};
+    cfg.service(resource("/").route(post().to(hub::hub)))
+        .service(resource("/healthz").route(get().to(health::healthz)))
+        .service(resource("/readyz").route(get().to(health::readyz)))
+        .service(resource("/metrics").route(get().to(health::metrics)))
+        .service(resource("/events").route(post().to(publish::publish_json)).route(get().to(admin::list_events)))
+        .service(resource("/events/raw").route(post().to(publish::publish_raw)))
+        .service(resource("/fetches").route(get().to(admin::list_fetches)))
+        .service(resource("/dry-run").route(get().to(admin::dry_run)))
+        .service(resource("/spreader").route(get().to(admin::spreader_lag)))
+        .service(resource("/deliveries").route(get().to(deliveries::list)))
+        .service(resource("/deliveries/{id}").route(get().to(deliveries::show)))
+        .service(resource("/deliveries/{id}/redeliver").route(post().to(deliveries::redeliver)))
+        .service(resource("/subscriptions").route(get().to(subscriptions::list)))
+        .service(resource("/subscriptions/{id}").route(get().to(subscriptions::show)))
+        .service(resource("/subscriptions/{id}/replay").route(post().to(operations::replay)))
+        .service(resource("/subscriptions/{id}/redeliver-dead").route(post().to(operations::redeliver_dead)))
+        .service(resource("/subscriptions/{id}/end").route(post().to(operations::end_subscription)))
+        .service(resource("/groups/{group_id}/progress").route(get().to(operations::group_progress)))
+        .service(resource("/stats").route(get().to(operations::stats)))
+        .service(
+            resource("/policies")
+                .route(get().to(operations::list_policies))
+                .route(put().to(operations::put_policy))
+                .route(delete().to(operations::delete_policy)),
+        );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (method, path) of every route registered in [`super::routes`], read from this file's source.
+    fn registered() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let body = source.split("fn routes(").nth(1).unwrap().split("\n}\n").next().unwrap();
+        let mut found = BTreeSet::new();
+        for resource in body.split("resource(\"").skip(1) {
+            let (path, rest) = resource.split_once('"').unwrap();
+            for method in ["get", "post", "put", "delete"] {
+                if rest.contains(&format!(".route({method}()")) {
+                    found.insert((method.to_owned(), path.to_owned()));
+                }
+            }
+        }
+        found
+    }
+
+    /// (method, path) of every operation in openapi.yaml.
+    fn documented() -> BTreeSet<(String, String)> {
+        let mut found = BTreeSet::new();
+        let mut path = None;
+        for line in include_str!("../../openapi.yaml").lines().skip_while(|l| *l != "paths:") {
+            if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'))) {
+                if ["get", "post", "put", "delete", "patch"].contains(&m) {
+                    found.insert((m.to_owned(), p.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_route_is_in_openapi_yaml_and_every_documented_route_exists() {
+        let registered = registered();
+        let documented = documented();
+        assert!(registered.len() > 20, "the route scan found too little: {registered:?}");
+        assert_eq!(
+            registered.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "routes missing from openapi.yaml"
+        );
+        assert_eq!(
+            documented.difference(&registered).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented routes that do not exist"
+        );
+    }
 }

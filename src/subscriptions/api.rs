@@ -48,7 +48,7 @@ pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpRe
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     topic: Option<String>,
-    state: Option<String>,
+    state: Option<super::state::State>,
     after: Option<Uuid>,
     limit: Option<i64>,
 }
@@ -61,11 +61,9 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     state.require_admin(&req)?;
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
-    if let Some(s) = query.state.as_deref() {
-        super::state::State::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`")))?;
-    }
     let limit = crate::api::page_limit(query.limit)?;
-    let rows = store::list(&state.pool, query.topic.as_deref(), query.state.as_deref(), query.after, limit).await?;
+    let rows =
+        store::list(&state.pool, query.topic.as_deref(), query.state.map(|s| s.as_str()), query.after, limit).await?;
     let next_after = rows.last().map(|s| s.id);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "subscriptions": rows, "next_after": next_after })))
 }
