@@ -14,7 +14,8 @@ struct Settings {
 }
 
 async fn verify(req: HttpRequest) -> HttpResponse {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
     let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
     match get("hub.mode") {
         "subscribe" | "unsubscribe" => {
@@ -39,7 +40,11 @@ async fn deliver(req: HttpRequest, body: web::Bytes, settings: web::Data<Setting
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
             mac.update(&body);
             let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-            if expected == s { "signature ok".to_owned() } else { "BAD signature".to_owned() }
+            if expected == s {
+                "signature ok".to_owned()
+            } else {
+                "BAD signature".to_owned()
+            }
         }
     };
     println!(
@@ -60,15 +65,15 @@ async fn main() -> std::io::Result<()> {
     println!("subscriber listening on http://{listen}/ (secret: {})", if secret.is_some() { "given" } else { "none" });
     let settings = web::Data::new(Settings { secret });
     HttpServer::new(move || {
-        App::new()
-            .app_data(settings.clone())
-            .default_service(web::route().to(|req: HttpRequest, body: web::Bytes, s: web::Data<Settings>| async move {
+        App::new().app_data(settings.clone()).default_service(web::route().to(
+            |req: HttpRequest, body: web::Bytes, s: web::Data<Settings>| async move {
                 if req.method() == actix_web::http::Method::GET {
                     verify(req).await
                 } else {
                     deliver(req, body, s).await
                 }
-            }))
+            },
+        ))
     })
     .workers(1)
     .bind(listen)?

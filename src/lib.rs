@@ -22,3 +22,4 @@ pub mod stats;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topic;
+pub mod wakeup;

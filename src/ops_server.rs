@@ -48,14 +48,7 @@ impl OpsServer {
     }
 
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let stopper = tokio::spawn(async move {
-            token.cancelled().await;
-            handle.stop(true).await;
-        });
-        self.server.await?;
-        stopper.abort();
-        Ok(())
+        crate::api::serve_until_cancelled(self.server, token).await
     }
 }
 

@@ -21,11 +21,11 @@
 use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
-use sqlx::{postgres::PgListener, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{events::EVENTS_CHANNEL, metrics::Metrics, subscriptions::store::OUTBOX_CHANNEL};
+use crate::{events::EVENTS_CHANNEL, metrics::Metrics, subscriptions::store::OUTBOX_CHANNEL, wakeup::Wakeup};
 
 /// Which active subscriptions receive an event on topic `$topic`: the one rule shared by spreading and dry runs.
 macro_rules! matching_subscriptions {
@@ -124,7 +124,7 @@ impl Spreader {
     /// Spreads until cancelled: woken by `NOTIFY tidings_events` from publishes, polling as a fallback (quickly
     /// while events wait behind an in-flight transaction), and expiring subscriptions whose lease ran out.
     pub async fn run_until_stopped(self, token: CancellationToken) {
-        let mut listener = listen(&self.pool).await;
+        let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL);
         let mut last_expiry = tokio::time::Instant::now() - Duration::from_secs(60);
         tracing::info!("callbacks spreader started");
         while !token.is_cancelled() {
@@ -148,19 +148,8 @@ impl Spreader {
                     Duration::from_secs(2)
                 }
             };
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if l.recv().await.is_err() {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(nap) => {}
+                _ = wakeup.wait(nap) => {}
                 _ = token.cancelled() => {}
             }
         }
@@ -175,12 +164,6 @@ impl Spreader {
         .fetch_one(&self.pool)
         .await
     }
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen(EVENTS_CHANNEL).await.ok()?;
-    Some(listener)
 }
 
 /// Spreader progress: the log's head, the cursor, and how far behind it is.

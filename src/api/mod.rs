@@ -86,15 +86,20 @@ impl Application {
 
     /// Serves until the token is cancelled, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let stopper = tokio::spawn(async move {
-            token.cancelled().await;
-            handle.stop(true).await;
-        });
-        self.server.await?;
-        stopper.abort();
-        Ok(())
+        serve_until_cancelled(self.server, token).await
     }
+}
+
+/// Runs an actix server until the token is cancelled, then stops it gracefully.
+pub async fn serve_until_cancelled(server: Server, token: CancellationToken) -> anyhow::Result<()> {
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        token.cancelled().await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    stopper.abort();
+    Ok(())
 }
 
 /// Every route, one resource per path, so a known path with an unknown method answers 405.

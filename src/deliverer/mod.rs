@@ -22,7 +22,7 @@ use std::{
 };
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use sqlx::{postgres::PgListener, PgPool};
+use sqlx::PgPool;
 use tokio::{
     sync::{mpsc, Notify, Semaphore},
     task::JoinSet,
@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     outbox::{self, Job, Next, Outcome},
     subscriptions::store::OUTBOX_CHANNEL,
+    wakeup::Wakeup,
 };
 use jobs::Context;
 use transport::Transport;
@@ -122,7 +123,7 @@ impl<T: Transport> Deliverer<T> {
     pub async fn run_until_stopped(self, token: CancellationToken) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record_outcomes(self.ctx.pool.clone(), receiver));
-        let mut listener = listen(&self.ctx.pool).await;
+        let mut wakeup = Wakeup::new(self.ctx.pool.clone(), OUTBOX_CHANNEL);
         let mut tasks = JoinSet::new();
         let mut backoff =
             ExponentialBuilder::default().with_max_delay(Duration::from_secs(10)).without_max_times().build();
@@ -144,7 +145,7 @@ impl<T: Transport> Deliverer<T> {
                         self.spawn(&mut tasks, job, sender.clone(), token.clone());
                     }
                 }
-                Ok(_) => self.wait_for_work(&mut listener, &token).await,
+                Ok(_) => self.wait_for_work(&mut wakeup, &token).await,
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                     tracing::error!(error = %e, retry_in = ?delay, "claiming outbox jobs failed");
@@ -197,7 +198,7 @@ impl<T: Transport> Deliverer<T> {
     }
 
     /// Sleeps until a NOTIFY, the next scheduled job, a freed host (when some are saturated), or cancellation.
-    async fn wait_for_work(&self, listener: &mut Option<PgListener>, token: &CancellationToken) {
+    async fn wait_for_work(&self, wakeup: &mut Wakeup, token: &CancellationToken) {
         let saturated = !self.saturated_hosts().is_empty();
         let until_due = match outbox::next_due(&self.ctx.pool).await {
             Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
@@ -208,19 +209,8 @@ impl<T: Transport> Deliverer<T> {
         if nap.is_zero() {
             return;
         }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => {
-                    if l.recv().await.is_err() {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(nap) => {}
+            _ = wakeup.wait(nap) => {}
             _ = self.completed.notified(), if saturated => {}
             _ = token.cancelled() => {}
         }
@@ -229,12 +219,6 @@ impl<T: Transport> Deliverer<T> {
 
 fn released(job: &Job) -> Outcome {
     Outcome { job_id: job.id, attempt_number: job.attempts, next: Next::Released, attempt: None, error: None }
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
-    listener.listen(OUTBOX_CHANNEL).await.ok()?;
-    Some(listener)
 }
 
 /// Writes outcomes in batches. A batch that cannot be written is retried for a while, then given up: its jobs

@@ -1,0 +1,59 @@
+//! Waking a processor loop on `NOTIFY` instead of a fixed sleep. The listening connection is opened lazily and
+//! re-opened after a failure (say the database restarted); while there is none, `wait` simply runs out its
+//! timeout, so a loop degrades to polling and never stops.
+
+use std::time::{Duration, Instant};
+
+use sqlx::{postgres::PgListener, PgPool};
+
+const RECONNECT_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Wakeup {
+    pool: PgPool,
+    channel: &'static str,
+    listener: Option<PgListener>,
+    next_attempt: Instant,
+}
+
+impl Wakeup {
+    pub fn new(pool: PgPool, channel: &'static str) -> Self {
+        Self { pool, channel, listener: None, next_attempt: Instant::now() }
+    }
+
+    async fn connect(&mut self) {
+        if self.listener.is_some() || Instant::now() < self.next_attempt {
+            return;
+        }
+        self.next_attempt = Instant::now() + RECONNECT_EVERY;
+        let attempt = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(self.channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(listener)) => self.listener = Some(listener),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, channel = self.channel, "cannot listen for notifications; polling")
+            }
+            Err(_) => tracing::warn!(channel = self.channel, "listening for notifications timed out; polling"),
+        }
+    }
+
+    /// Returns on a notification on the channel, or after `timeout`, whichever comes first.
+    pub async fn wait(&mut self, timeout: Duration) {
+        self.connect().await;
+        let Some(listener) = self.listener.as_mut() else {
+            tokio::time::sleep(timeout).await;
+            return;
+        };
+        tokio::select! {
+            received = listener.recv() => {
+                if let Err(e) = received {
+                    tracing::warn!(error = %e, channel = self.channel, "lost the notification connection");
+                    self.listener = None;
+                }
+            }
+            _ = tokio::time::sleep(timeout) => {}
+        }
+    }
+}
