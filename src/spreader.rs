@@ -139,7 +139,7 @@ impl Spreader {
             let nap = match self.try_spread_batch().await {
                 Ok(Step::Spread { full: true, .. }) => continue,
                 Ok(Step::Spread { .. }) => match self.waiting_behind_horizon().await {
-                    Ok(true) => Duration::from_millis(20),
+                    Ok(true) => Duration::from_millis(3),
                     _ => Duration::from_secs(1),
                 },
                 Ok(Step::Busy) => Duration::from_millis(500),
