@@ -43,11 +43,16 @@ macro_rules! matching_subscriptions {
     };
 }
 
+/// One batch in one statement (one round trip, the shortest transaction): lock the cursor (or find another
+/// spreader holding it), read the next events below the horizon, write their jobs, move the cursor, wake the
+/// deliverers. `set_config(.., true)` is `SET LOCAL synchronous_commit = off` for this statement's transaction.
 const SPREAD_SQL: &str = concat!(
-    "WITH batch AS (
-         SELECT position, txid, topic, kind FROM events
-         WHERE (txid, position) > ($1::xid8, $2::bigint) AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY txid, position LIMIT $3
+    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+     cursor AS (SELECT txid, position FROM spreader_cursor FOR UPDATE SKIP LOCKED),
+     batch AS (
+         SELECT e.position, e.txid, e.topic, e.kind FROM events e, cursor c
+         WHERE (e.txid, e.position) > (c.txid, c.position) AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY e.txid, e.position LIMIT $1
      ), jobs AS (
          INSERT INTO outbox (kind, subscription_id, event_position)
          SELECT 'deliver', m.id, b.position FROM batch b
@@ -63,8 +68,12 @@ const SPREAD_SQL: &str = concat!(
      ), moved AS (
          UPDATE spreader_cursor c SET txid = last.txid, position = last.position, updated_at = now()
          FROM last RETURNING c.position
+     ), woken AS (
+         SELECT pg_notify($2, '') FROM (SELECT 1 FROM jobs LIMIT 1) j
      )
-     SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs), (SELECT position FROM moved)"
+     SELECT (SELECT count(*) FROM cursor), (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs),
+            (SELECT count(*) FROM moved), (SELECT count(*) FROM woken)
+     FROM relaxed"
 );
 
 /// What one step did.
@@ -98,21 +107,11 @@ impl Spreader {
     /// One batch: reads the next events below the horizon, writes their jobs, moves the cursor — one transaction.
     #[tracing::instrument(skip(self))]
     pub async fn try_spread_batch(&self) -> Result<Step, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        let cursor: Option<(String, i64)> =
-            sqlx::query_as("SELECT txid::text, position FROM spreader_cursor FOR UPDATE SKIP LOCKED")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((txid, position)) = cursor else {
+        let (locked, events, jobs, _, _): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(SPREAD_SQL).bind(self.batch_size).bind(OUTBOX_CHANNEL).fetch_one(&self.pool).await?;
+        if locked == 0 {
             return Ok(Step::Busy);
-        };
-        let (events, jobs, _): (i64, i64, Option<i64>) =
-            sqlx::query_as(SPREAD_SQL).bind(&txid).bind(position).bind(self.batch_size).fetch_one(&mut *tx).await?;
-        if jobs > 0 {
-            sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         if events > 0 {
             tracing::debug!(events, jobs, "spread a batch");
         }
