@@ -34,11 +34,9 @@ macro_rules! matching_subscriptions {
             "SELECT s.id FROM subscriptions s WHERE s.state = 'active' AND s.expires_at > now() AND s.pattern_prefix IS NULL AND s.topic = ",
             $topic,
             " UNION ALL SELECT s.id FROM subscriptions s WHERE s.state = 'active' AND s.expires_at > now() AND s.pattern_prefix IS NOT NULL",
-            " AND starts_with(lower(",
+            " AND s.pattern_prefix = ANY(tidings_pattern_prefixes(",
             $topic,
-            "), s.pattern_prefix) AND length(",
-            $topic,
-            ") > length(s.pattern_prefix)"
+            "))"
         )
     };
 }

@@ -9,8 +9,9 @@
 //!   one more element: `UN.CEFACT.*` matches `un.cefact.trade` and `UN.CEFACT.trade.x`, not `UN.CEFACT` nor
 //!   `UN.CEFACTS.x`. `*` matches every topic.
 //!
-//! In SQL a pattern is stored as its lowercase prefix including the final dot (`un.cefact.`), so matching is
-//! `starts_with(lower(topic), prefix)`; `*` is stored as the empty prefix.
+//! In SQL a pattern is stored as its lowercase prefix including the final dot (`un.cefact.`; `*` as the empty
+//! prefix), and matching looks the topic's own prefixes up in an index: `pattern_prefix =
+//! ANY(tidings_pattern_prefixes(topic))` (see the migration that defines it).
 
 use std::fmt;
 

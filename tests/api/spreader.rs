@@ -263,3 +263,43 @@ async fn a_dry_run_names_exactly_the_subscriptions_a_publish_then_fans_out_to() 
     assert_eq!(lag["behind_events"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_database_matches_patterns_exactly_as_the_documented_rule_says() {
+    let app = spawn_app_with(test_config(), Roles::API).await;
+    let patterns = ["*", "a.*", "A.B.*", "a.b.c.*", "https://example.com/feeds.*", "a.b"];
+    let mut ids = Vec::new();
+    for (n, pattern) in patterns.iter().enumerate() {
+        let callback = format!("http://127.0.0.1:1/{n}");
+        ids.push((*pattern, insert_subscription(&app.pool, pattern, &callback, "active").await));
+    }
+    let topics = [
+        "a",
+        "a.",
+        "a.b",
+        "A.b",
+        "a.b.",
+        "a.b.c",
+        "a.bc.d",
+        "ab.c",
+        "a.b.c.d.e",
+        "x.a.b",
+        "https://example.com/feeds",
+        "https://example.com/feeds.",
+        "https://Example.com/Feeds.Atom",
+        "https://example.com/feeds.rss.extra",
+        ".a",
+        "..",
+    ];
+    for topic in topics {
+        let mut expected: Vec<Uuid> = ids
+            .iter()
+            .filter(|(pattern, _)| tidings::topic::Topic::parse(pattern).unwrap().matches(topic))
+            .map(|(_, id)| *id)
+            .collect();
+        expected.sort();
+        let matched = tidings::spreader::dry_run(&app.pool, topic).await.unwrap();
+        assert_eq!(matched, expected, "subscriptions matching the topic {topic:?}");
+    }
+    app.stop().await;
+}
