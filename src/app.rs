@@ -69,7 +69,11 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
             max_bytes: config.http.max_body_bytes as usize,
             timeout: config.hub.fetch_timeout,
         };
-        let state = AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies, metrics.clone())?;
+        let mut state = AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies, metrics.clone())?;
+        if let Some(url) = &config.database.database_read_url {
+            state = state.with_read_pool(db::connect_read(url.expose(), config.database.pool_size).await?);
+            tracing::info!("the query API reads from the replica named by DATABASE_READ_URL");
+        }
         let app = Application::build(state)?;
         api_port = Some(app.port());
         tracing::info!(port = app.port(), "API listening");

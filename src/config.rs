@@ -59,6 +59,10 @@ pub struct DatabaseConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/tidings"
     )]
     pub database_url: Secret<Url>,
+    /// A read replica for the query API (searches, statistics, progress); unset: the primary serves them too.
+    /// Everything that writes, and publishing's policy checks, stay on DATABASE_URL.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    pub database_read_url: Option<Secret<Url>>,
     /// Maximum connections in this process's pool.
     #[arg(long, env = "TIDINGS_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
@@ -160,6 +164,11 @@ impl Config {
         }
         if !matches!(self.database.database_url.0.scheme(), "postgres" | "postgresql") {
             return Err("DATABASE_URL: must be a postgres:// URL".into());
+        }
+        if let Some(read) = &self.database.database_read_url {
+            if !matches!(read.0.scheme(), "postgres" | "postgresql") {
+                return Err("DATABASE_READ_URL: must be a postgres:// URL".into());
+            }
         }
         Ok(())
     }

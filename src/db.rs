@@ -9,6 +9,7 @@ use sqlx::{
 use std::{str::FromStr, time::Duration};
 
 use crate::config::DatabaseConfig;
+use url::Url;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -58,6 +59,17 @@ pub async fn connect(config: &DatabaseConfig, pool_size: u32) -> anyhow::Result<
         migrate(&pool).await?;
     }
     Ok(pool)
+}
+
+/// Opens the pool of the read replica named by `DATABASE_READ_URL` (never created nor migrated: it follows the
+/// primary).
+pub async fn connect_read(url: &Url, pool_size: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(pool_size)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(url.as_str())?)
+        .await
+        .context("could not connect to the read replica (DATABASE_READ_URL)")
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -65,7 +65,7 @@ pub async fn list_events(
     state.require_admin(&req)?;
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let limit = page_limit(query.limit)?;
-    let rows = events::search(&state.pool, &query, limit).await?;
+    let rows = events::search(&state.read_pool, &query, limit).await?;
     let next_after = rows.last().map(|e| e.position).unwrap_or(query.after);
     let events: Vec<EventView> = rows.into_iter().map(EventView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "next_after": next_after })))
@@ -130,7 +130,7 @@ pub async fn list_fetches(
     .bind(query.state.map(FetchState::as_str))
     .bind(limit)
     .bind(query.id)
-    .fetch_all(&state.pool)
+    .fetch_all(&state.read_pool)
     .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "fetches": rows })))
 }
@@ -158,5 +158,5 @@ pub async fn dry_run(
 /// `GET /spreader`: the log's head, the spreader's cursor and the lag between them.
 pub async fn spreader_lag(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.require_admin(&req)?;
-    Ok(HttpResponse::Ok().json(crate::spreader::lag(&state.pool).await?))
+    Ok(HttpResponse::Ok().json(crate::spreader::lag(&state.read_pool).await?))
 }

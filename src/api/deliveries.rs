@@ -14,7 +14,7 @@ pub async fn list(
     state.require_admin(&req)?;
     let filter = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?.into_inner();
     let limit = page_limit(filter.limit)?;
-    let rows = outbox::list(&state.pool, &filter, limit).await?;
+    let rows = outbox::list(&state.read_pool, &filter, limit).await?;
     let next_after = rows.last().map(|d| d.id);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deliveries": rows, "next_after": next_after })))
 }
@@ -32,8 +32,8 @@ pub async fn show(
     state.require_admin(&req)?;
     let id = parse_id(&path)?;
     let delivery =
-        outbox::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
-    let attempts = outbox::attempts(&state.pool, id).await?;
+        outbox::get(&state.read_pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
+    let attempts = outbox::attempts(&state.read_pool, id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "delivery": delivery, "attempts": attempts })))
 }
 

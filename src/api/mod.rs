@@ -25,6 +25,8 @@ use crate::{config::Config, metrics::Metrics, policies::Policies, topic::TopicAl
 /// What every handler can reach.
 pub struct AppState {
     pub pool: PgPool,
+    /// Where the query API reads: the replica of `DATABASE_READ_URL`, or the primary pool.
+    pub read_pool: PgPool,
     pub config: Config,
     pub topic_allow: TopicAllowList,
     /// Wakes this process's topic fetcher when a thin ping arrives.
@@ -42,7 +44,14 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
-        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies, metrics })
+        let read_pool = pool.clone();
+        Ok(Self { pool, read_pool, config, topic_allow, fetch_wakeup, policies, metrics })
+    }
+
+    /// Serves the query API from `read_pool` (a read replica).
+    pub fn with_read_pool(mut self, read_pool: PgPool) -> Self {
+        self.read_pool = read_pool;
+        self
     }
 
     /// Refuses a request without the admin bearer token (compared in constant time).

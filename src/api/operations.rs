@@ -44,7 +44,7 @@ pub async fn group_progress(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.require_admin(&req)?;
-    Ok(HttpResponse::Ok().json(stats::group_progress(&state.pool, &path).await?))
+    Ok(HttpResponse::Ok().json(stats::group_progress(&state.read_pool, &path).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +69,7 @@ pub async fn stats(
     if since >= until {
         return Err(ApiError::bad_request("since must be before until"));
     }
-    let rows = stats::delivery_stats(&state.pool, since, until, q.topic.as_deref(), q.subscription_id).await?;
+    let rows = stats::delivery_stats(&state.read_pool, since, until, q.topic.as_deref(), q.subscription_id).await?;
     let (by_topic, by_subscription): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.topic.is_some());
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "since": since, "until": until, "by_topic": by_topic, "by_subscription": by_subscription,

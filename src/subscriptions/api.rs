@@ -63,7 +63,8 @@ pub async fn list(
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let limit = crate::api::page_limit(query.limit)?;
     let rows =
-        store::list(&state.pool, query.topic.as_deref(), query.state.map(|s| s.as_str()), query.after, limit).await?;
+        store::list(&state.read_pool, query.topic.as_deref(), query.state.map(|s| s.as_str()), query.after, limit)
+            .await?;
     let next_after = rows.last().map(|s| s.id);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "subscriptions": rows, "next_after": next_after })))
 }
@@ -77,9 +78,9 @@ pub async fn show(
     state.require_admin(&req)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::bad_request("the subscription id must be a UUID"))?;
     let subscription =
-        store::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
-    let requests = store::requests(&state.pool, id).await?;
-    let history: Vec<_> = store::history(&state.pool, id)
+        store::get(&state.read_pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
+    let requests = store::requests(&state.read_pool, id).await?;
+    let history: Vec<_> = store::history(&state.read_pool, id)
         .await?
         .into_iter()
         .map(|(position, at, change)| serde_json::json!({ "position": position, "at": at, "change": change }))

@@ -6,6 +6,7 @@ mod helpers;
 mod observability;
 mod operations;
 mod publish;
+mod read_replica;
 #[allow(dead_code)]
 mod receiver;
 #[allow(dead_code)]
