@@ -161,6 +161,9 @@ values are left out, so Tidings sees them as unset rather than empty.
 {{- with $s.databaseUrl }}
 DATABASE_URL: {{ . | quote }}
 {{- end }}
+{{- with $s.databaseReadUrl }}
+DATABASE_READ_URL: {{ . | quote }}
+{{- end }}
 {{- with $s.adminToken }}
 TIDINGS_ADMIN_TOKEN: {{ . | quote }}
 {{- end }}
@@ -196,7 +199,7 @@ Whether the processes have a database URL to read (chart-managed or existing Sec
       key: {{ ternary $keys.databaseUrl "DATABASE_URL" (not (empty $existing)) }}
 {{- end }}
 {{- if not .databaseOnly }}
-{{- range $env, $field := dict "TIDINGS_ADMIN_TOKEN" "adminToken" "TIDINGS_PUBLISH_TOKENS" "publishTokens" "TIDINGS_PUBLISH_HMAC_KEY" "publishHmacKey" }}
+{{- range $env, $field := dict "DATABASE_READ_URL" "databaseReadUrl" "TIDINGS_ADMIN_TOKEN" "adminToken" "TIDINGS_PUBLISH_TOKENS" "publishTokens" "TIDINGS_PUBLISH_HMAC_KEY" "publishHmacKey" }}
 {{- if or $existing (get $s $field) }}
 - name: {{ $env }}
   valueFrom:
