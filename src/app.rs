@@ -90,7 +90,9 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
         tasks.spawn(server.run_until_stopped(token.clone()));
     }
     if roles.spreader {
-        let spreader = spreader::Spreader::new(pool.clone(), config.spread_batch as i64).with_metrics(metrics.clone());
+        let spreader = spreader::Spreader::new(pool.clone(), config.spread_batch as i64)
+            .with_max_jobs(config.spread_batch_jobs as i64)
+            .with_metrics(metrics.clone());
         let t = token.clone();
         tasks.spawn(async move {
             spreader.run_until_stopped(t).await;

@@ -43,6 +43,10 @@ pub struct Config {
     /// Events the callbacks spreader reads per transaction.
     #[arg(long, env = "TIDINGS_SPREAD_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub spread_batch: u32,
+    /// Most delivery jobs the callbacks spreader writes per transaction; an event with a larger fan-out is spread
+    /// over several transactions.
+    #[arg(long, env = "TIDINGS_SPREAD_BATCH_JOBS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub spread_batch_jobs: u32,
     /// Log format: `json` (one JSON object per line) or `text` (human-readable).
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,

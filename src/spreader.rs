@@ -15,6 +15,11 @@
 //! neither duplicates nor loses it. Replicas take turns on the cursor row (`FOR UPDATE SKIP LOCKED`): one spreads,
 //! the others find it locked and wait, so running several gives neither duplicates nor gaps.
 //!
+//! Bounded transactions: a batch writes at most `TIDINGS_SPREAD_BATCH_JOBS` jobs. An event whose fan-out is
+//! larger (one event to 100,000 subscriptions) is spread over several batches: the cursor then also records the
+//! last subscription (in id order) the event has a job for, and the next batch resumes after it. Memory and
+//! transaction size stay bounded whatever the fan-out.
+//!
 //! Durability: the batch commits with `synchronous_commit = off`. Jobs and cursor are derived from the log, so a
 //! lost tail after a crash is spread again, never lost.
 
@@ -42,37 +47,61 @@ macro_rules! matching_subscriptions {
 }
 
 /// One batch in one statement (one round trip, the shortest transaction): lock the cursor (or find another
-/// spreader holding it), read the next events below the horizon, write their jobs, move the cursor, wake the
-/// deliverers. `set_config(.., true)` is `SET LOCAL synchronous_commit = off` for this statement's transaction.
+/// spreader holding it), read the next events below the horizon, write at most `$3` of their jobs, move the
+/// cursor, wake the deliverers. `set_config(.., true)` is `SET LOCAL synchronous_commit = off` for this
+/// statement's transaction.
+///
+/// Bounded fan-out: pairs (event, subscription) are taken in (txid, position, subscription id) order up to `$3`.
+/// When the limit is reached, the cursor stops inside the last pair's event, after its subscription; the next
+/// batch resumes that event with the subscriptions after it. Otherwise the whole batch is done and the cursor
+/// moves to its last event (events without any matching subscription included).
 const SPREAD_SQL: &str = concat!(
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-     cursor AS (SELECT txid, position FROM spreader_cursor FOR UPDATE SKIP LOCKED),
+     cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor FOR UPDATE SKIP LOCKED),
      batch AS (
-         SELECT e.position, e.txid, e.topic, e.kind FROM events e, cursor c
-         WHERE (e.txid, e.position) > (c.txid, c.position) AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+         SELECT e.position, e.txid, e.topic, e.kind,
+                CASE WHEN (e.txid, e.position) = (c.txid, c.position) THEN c.subscription_id END AS after_id
+         FROM events e, cursor c
+         WHERE (e.txid, e.position) >= (c.txid, c.position)
+           AND ((e.txid, e.position) > (c.txid, c.position) OR c.subscription_id IS NOT NULL)
+           AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY e.txid, e.position LIMIT $1
+     ), pairs AS MATERIALIZED (
+         SELECT b.txid, b.position, m.id FROM batch b
+         CROSS JOIN LATERAL (
+             SELECT id FROM (",
+    matching_subscriptions!("b.topic"),
+    ") s WHERE b.after_id IS NULL OR s.id > b.after_id ORDER BY id LIMIT $3
+         ) m
+         WHERE b.kind = 'content'
+         ORDER BY b.txid, b.position, m.id LIMIT $3
      ), jobs AS (
          INSERT INTO outbox (kind, subscription_id, event_position)
-         SELECT 'deliver', m.id, b.position FROM batch b
-         CROSS JOIN LATERAL (",
-    matching_subscriptions!("b.topic"),
-    ") m
-         WHERE b.kind = 'content'
-         ORDER BY b.txid, b.position
+         SELECT 'deliver', p.id, p.position FROM pairs p ORDER BY p.txid, p.position, p.id
          ON CONFLICT (event_position, subscription_id) DO NOTHING
          RETURNING 1
+     ), partial AS (
+         SELECT p.txid, p.position, p.id FROM pairs p WHERE (SELECT count(*) FROM pairs) >= $3
+         ORDER BY p.txid DESC, p.position DESC, p.id DESC LIMIT 1
      ), last AS (
-         SELECT txid, position FROM batch ORDER BY txid DESC, position DESC LIMIT 1
+         SELECT txid, position, id FROM partial
+         UNION ALL
+         (SELECT txid, position, NULL::uuid FROM batch WHERE NOT EXISTS (SELECT 1 FROM partial)
+          ORDER BY txid DESC, position DESC LIMIT 1)
      ), moved AS (
-         UPDATE spreader_cursor c SET txid = last.txid, position = last.position, updated_at = now()
+         UPDATE spreader_cursor c
+         SET txid = last.txid, position = last.position, subscription_id = last.id, updated_at = now()
          FROM last RETURNING c.position
      ), woken AS (
          SELECT pg_notify($2, '') FROM (SELECT 1 FROM jobs LIMIT 1) j
      )
      SELECT (SELECT count(*) FROM cursor), (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs),
-            (SELECT count(*) FROM moved), (SELECT count(*) FROM woken)
+            (SELECT count(*) FROM moved), (SELECT count(*) FROM woken), (SELECT count(*) FROM partial)
      FROM relaxed"
 );
+
+/// Jobs written per transaction unless configured (`TIDINGS_SPREAD_BATCH_JOBS`).
+pub const DEFAULT_MAX_JOBS: i64 = 10_000;
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +118,19 @@ pub enum Step {
 pub struct Spreader {
     pub pool: PgPool,
     batch_size: i64,
+    max_jobs: i64,
     metrics: Arc<Metrics>,
 }
 
 impl Spreader {
     pub fn new(pool: PgPool, batch_size: i64) -> Self {
-        Self { pool, batch_size, metrics: Metrics::new() }
+        Self { pool, batch_size, max_jobs: DEFAULT_MAX_JOBS, metrics: Metrics::new() }
+    }
+
+    /// At most this many jobs per transaction (an event with a larger fan-out is spread over several).
+    pub fn with_max_jobs(mut self, max_jobs: i64) -> Self {
+        self.max_jobs = max_jobs.max(1);
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -105,8 +141,12 @@ impl Spreader {
     /// One batch: reads the next events below the horizon, writes their jobs, moves the cursor — one transaction.
     #[tracing::instrument(skip(self))]
     pub async fn try_spread_batch(&self) -> Result<Step, sqlx::Error> {
-        let (locked, events, jobs, _, _): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(SPREAD_SQL).bind(self.batch_size).bind(OUTBOX_CHANNEL).fetch_one(&self.pool).await?;
+        let (locked, events, jobs, _, _, partial): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(SPREAD_SQL)
+            .bind(self.batch_size)
+            .bind(OUTBOX_CHANNEL)
+            .bind(self.max_jobs)
+            .fetch_one(&self.pool)
+            .await?;
         if locked == 0 {
             return Ok(Step::Busy);
         }
@@ -115,7 +155,7 @@ impl Spreader {
         }
         self.metrics.spread_events.inc_by(events as u64);
         self.metrics.spread_jobs.inc_by(jobs as u64);
-        Ok(Step::Spread { events, jobs, full: events == self.batch_size })
+        Ok(Step::Spread { events, jobs, full: events == self.batch_size || partial > 0 })
     }
 
     /// Spreads until cancelled: woken by `NOTIFY tidings_events` from publishes, polling as a fallback (quickly
@@ -156,7 +196,8 @@ impl Spreader {
     /// Whether committed or in-flight events exist beyond the cursor (so the next pass should come soon).
     async fn waiting_behind_horizon(&self) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))",
+            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))
+             OR EXISTS (SELECT 1 FROM spreader_cursor WHERE subscription_id IS NOT NULL)",
         )
         .fetch_one(&self.pool)
         .await

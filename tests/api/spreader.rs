@@ -303,3 +303,57 @@ async fn the_database_matches_patterns_exactly_as_the_documented_rule_says() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_with_a_fan_out_larger_than_one_transaction_is_spread_in_bounded_steps_without_gaps() {
+    let app = api_only().await;
+    let mut big = Vec::new();
+    for n in 0..22 {
+        big.push(insert_subscription(&app.pool, "big", &format!("http://127.0.0.1:1/big/{n}"), "active").await);
+    }
+    let mut everything = Vec::new();
+    for n in 0..3 {
+        everything.push(insert_subscription(&app.pool, "*", &format!("http://127.0.0.1:1/all/{n}"), "active").await);
+    }
+    let small = insert_subscription(&app.pool, "small", "http://127.0.0.1:1/small", "active").await;
+    publish_many(&app, "big", 3).await;
+    publish_many(&app, "small", 2).await;
+    publish_many(&app, "none", 1).await;
+
+    let spreader = spreader(&app, 1000).with_max_jobs(10);
+    let mut steps = 0;
+    loop {
+        match spreader.try_spread_batch().await.unwrap() {
+            Step::Spread { jobs, full, .. } => {
+                assert!(jobs <= 10, "a transaction wrote {jobs} jobs, more than the bound of 10");
+                steps += 1;
+                if !full && jobs == 0 {
+                    break;
+                }
+            }
+            Step::Busy => panic!("no other spreader runs"),
+        }
+        assert!(steps < 100, "the spreader never finished");
+    }
+    spread_all(&spreader).await;
+
+    let positions: Vec<(i64, String)> =
+        sqlx::query_as("SELECT position, topic FROM events WHERE kind = 'content' ORDER BY position")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut expected = Vec::new();
+    for (position, topic) in positions {
+        let receivers: Vec<Uuid> = match topic.as_str() {
+            "big" => big.iter().chain(&everything).copied().collect(),
+            "small" => everything.iter().copied().chain([small]).collect(),
+            _ => everything.clone(),
+        };
+        expected.extend(receivers.into_iter().map(|s| (position, s)));
+    }
+    expected.sort();
+    assert_eq!(expected.len(), 3 * 25 + 2 * 4 + 3);
+    assert_eq!(jobs(&app.pool).await, expected, "one job per (event, matching subscription), none missing");
+    assert!(steps >= 9, "86 jobs at 10 per transaction take at least 9 steps, not {steps}");
+    app.stop().await;
+}
