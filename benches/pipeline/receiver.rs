@@ -1,0 +1,223 @@
+//! Receivers: subscribers on 127.0.0.1, one port each (so each is its own callback host to the hub), served by one
+//! keep-alive HTTP/1.1 worker thread. They echo the verification challenge, answer every delivery with 204 at
+//! once (or after a delay, for the slow subscriber), and count each (event, subscriber) pair they see.
+
+use std::{
+    net::TcpListener,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServer};
+
+/// Nanoseconds since the benchmark started: the one clock shared by the publisher and the receivers.
+pub fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A delivery body as the publisher writes it: the event's sequence number and its send time.
+pub fn body(seq: u64, sent_ns: u64) -> String {
+    format!("{seq} {sent_ns}")
+}
+
+fn parse_body(body: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (seq, sent) = text.trim().split_once(' ')?;
+    Some((seq.parse().ok()?, sent.parse().ok()?))
+}
+
+/// What one subscriber saw.
+pub struct Subscriber {
+    /// Deliveries per event sequence number.
+    counts: Mutex<Vec<u8>>,
+    unique: AtomicU64,
+    pub slow: bool,
+}
+
+/// Everything every receiver saw.
+pub struct Recorder {
+    pub subscribers: Vec<Subscriber>,
+    latencies_us: Mutex<Vec<u32>>,
+    last_ns: AtomicU64,
+    verified: AtomicU64,
+    unparsable: AtomicU64,
+}
+
+impl Recorder {
+    fn new(count: usize, slow: Option<usize>) -> Self {
+        Self {
+            subscribers: (0..count)
+                .map(|i| Subscriber {
+                    counts: Mutex::new(Vec::new()),
+                    unique: AtomicU64::new(0),
+                    slow: slow == Some(i),
+                })
+                .collect(),
+            latencies_us: Mutex::new(Vec::new()),
+            last_ns: AtomicU64::new(0),
+            verified: AtomicU64::new(0),
+            unparsable: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, subscriber: usize, seq: u64, sent_ns: u64) {
+        let Some(sub) = self.subscribers.get(subscriber) else { return };
+        let now = now_ns();
+        let first = {
+            let mut counts = sub.counts.lock().expect("counts lock");
+            let i = seq as usize;
+            if counts.len() <= i {
+                counts.resize((i + 1).next_power_of_two(), 0);
+            }
+            counts[i] = counts[i].saturating_add(1);
+            counts[i] == 1
+        };
+        if first {
+            sub.unique.fetch_add(1, Ordering::Relaxed);
+            if !sub.slow {
+                let us = (now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32;
+                self.latencies_us.lock().expect("latency lock").push(us);
+                self.last_ns.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Distinct (event, subscriber) pairs seen by the measured (not slow) subscribers.
+    pub fn unique_measured(&self) -> u64 {
+        self.subscribers.iter().filter(|s| !s.slow).map(|s| s.unique.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn measured_count(&self) -> usize {
+        self.subscribers.iter().filter(|s| !s.slow).count()
+    }
+
+    pub fn verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// When the last first delivery to a measured subscriber arrived.
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns.load(Ordering::Relaxed)
+    }
+
+    pub fn unparsable(&self) -> u64 {
+        self.unparsable.load(Ordering::Relaxed)
+    }
+
+    /// Publish→delivery latencies in microseconds (first deliveries to measured subscribers).
+    pub fn latencies_us(&self) -> Vec<u32> {
+        self.latencies_us.lock().expect("latency lock").clone()
+    }
+
+    /// (lost, duplicates) over the accepted events, for the measured subscribers.
+    pub fn lost_and_duplicates(&self, accepted: &[u64]) -> (u64, u64) {
+        let (mut lost, mut dup) = (0, 0);
+        for sub in self.subscribers.iter().filter(|s| !s.slow) {
+            let counts = sub.counts.lock().expect("counts lock");
+            for &seq in accepted {
+                match counts.get(seq as usize).copied().unwrap_or(0) {
+                    0 => lost += 1,
+                    n => dup += u64::from(n - 1),
+                }
+            }
+        }
+        (lost, dup)
+    }
+}
+
+pub struct Receivers {
+    pub urls: Vec<String>,
+    pub recorder: Arc<Recorder>,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    recorder: Arc<Recorder>,
+    slow_for: Duration,
+}
+
+/// Starts `count` receivers; subscriber `slow` (if any) answers deliveries only after `slow_for`.
+pub fn start(count: usize, slow: Option<usize>, slow_for: Duration) -> anyhow::Result<Receivers> {
+    let recorder = Arc::new(Recorder::new(count, slow));
+    let listeners = (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    let urls = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Ok(format!("http://127.0.0.1:{}/s/{i}", l.local_addr()?.port())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shared = Arc::new(Shared { recorder: recorder.clone(), slow_for });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name("receivers".into()).spawn(move || {
+        let system = actix_web::rt::System::new();
+        let result = system.block_on(async move {
+            let mut server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::from(shared.clone()))
+                    .route("/s/{i}", web::get().to(verify))
+                    .route("/s/{i}", web::post().to(deliver))
+            })
+            .workers(1)
+            .backlog(4096)
+            .max_connections(100_000)
+            .keep_alive(Duration::from_secs(120))
+            .disable_signals();
+            for listener in listeners {
+                server = server.listen(listener)?;
+            }
+            let server = server.run();
+            let _ = tx.send(server.handle());
+            server.await
+        });
+        if let Err(e) = result {
+            eprintln!("receivers stopped: {e}");
+        }
+    })?;
+    let handle = rx.recv_timeout(Duration::from_secs(10))?;
+    Ok(Receivers { urls, recorder, handle, thread: Some(thread) })
+}
+
+impl Receivers {
+    pub async fn stop(mut self) {
+        self.handle.stop(false).await;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn index(req: &HttpRequest) -> usize {
+    req.match_info().get("i").and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
+}
+
+async fn verify(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    let challenge = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "hub.challenge")
+        .map(|(_, v)| v.into_owned());
+    match challenge {
+        Some(challenge) => {
+            shared.recorder.verified.fetch_add(1, Ordering::Relaxed);
+            HttpResponse::Ok().body(challenge)
+        }
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn deliver(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let i = index(&req);
+    match parse_body(&body) {
+        Some((seq, sent)) => shared.recorder.record(i, seq, sent),
+        None => {
+            shared.recorder.unparsable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if shared.recorder.subscribers.get(i).is_some_and(|s| s.slow) {
+        actix_web::rt::time::sleep(shared.slow_for).await;
+    }
+    HttpResponse::NoContent().finish()
+}
