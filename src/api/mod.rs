@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::page_limit;
 pub use error::ApiError;
 
-use crate::{config::Config, metrics::Metrics, policies::Policies, topic::TopicAllowList};
+use crate::{config::Config, ingest::Ingest, metrics::Metrics, policies::Policies, topic::TopicAllowList};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -31,6 +31,8 @@ pub struct AppState {
     pub fetch_wakeup: Arc<Notify>,
     pub policies: Arc<Policies>,
     pub metrics: Arc<Metrics>,
+    /// Group commit of publishes.
+    pub ingest: Ingest,
 }
 
 impl AppState {
@@ -42,7 +44,8 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
-        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies, metrics })
+        let ingest = Ingest::start(pool.clone());
+        Ok(Self { pool, config, topic_allow, fetch_wakeup, policies, metrics, ingest })
     }
 
     /// Refuses a request without the admin bearer token (compared in constant time).
