@@ -130,6 +130,45 @@ pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>,
     Ok(appended)
 }
 
+/// Appends content events that must all be new, in one statement (its own durable transaction) that also wakes
+/// the spreader: positions follow the order given. All or none: if any id is already in the log (or appears
+/// twice), the statement fails and writes nothing; the caller then appends request by request with [`append`],
+/// which tells replays from conflicts. See [`crate::ingest`].
+#[tracing::instrument(skip_all, fields(count = events.len()))]
+pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appended>, sqlx::Error> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let content_types: Vec<&str> = events.iter().map(|e| e.content_type.as_str()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
+    let tags: Vec<serde_json::Value> = events.iter().map(|e| serde_json::json!(e.tags)).collect();
+    let groups: Vec<Option<&str>> = events.iter().map(|e| e.group_id.as_deref()).collect();
+    let rows: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
+        "WITH inserted AS (
+             INSERT INTO events (id, kind, topic, content_type, body, tags, group_id)
+             SELECT t.id, 'content', t.topic, t.content_type, t.body,
+                    ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.group_id
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::text[])
+                  WITH ORDINALITY AS t(id, topic, content_type, body, tags, group_id, n)
+             ORDER BY t.n
+             RETURNING id, position, published_at
+         )
+         SELECT i.id, i.position, i.published_at FROM inserted i CROSS JOIN (SELECT pg_notify($7, '')) woken",
+    )
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&content_types)
+    .bind(&bodies)
+    .bind(&tags)
+    .bind(&groups)
+    .bind(EVENTS_CHANNEL)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, position, published_at)| Appended { id, position, published_at, replayed: false })
+        .collect())
+}
+
 /// Appends events inside a caller's transaction, in order, returning one answer per input event.
 pub async fn append_in(
     tx: &mut Transaction<'_, Postgres>,

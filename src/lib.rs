@@ -12,6 +12,7 @@ pub mod db;
 pub mod deliverer;
 pub mod events;
 pub mod fetcher;
+pub mod ingest;
 pub mod metrics;
 pub mod ops_server;
 pub mod outbox;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::page_limit;
 pub use error::ApiError;
 
-use crate::{config::Config, metrics::Metrics, policies::Policies, topic::TopicAllowList};
+use crate::{config::Config, ingest::Ingest, metrics::Metrics, policies::Policies, topic::TopicAllowList};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -33,6 +33,8 @@ pub struct AppState {
     pub fetch_wakeup: Arc<Notify>,
     pub policies: Arc<Policies>,
     pub metrics: Arc<Metrics>,
+    /// Group commit of publishes.
+    pub ingest: Ingest,
 }
 
 impl AppState {
@@ -45,7 +47,8 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
         let read_pool = pool.clone();
-        Ok(Self { pool, read_pool, config, topic_allow, fetch_wakeup, policies, metrics })
+        let ingest = Ingest::start(pool.clone());
+        Ok(Self { pool, read_pool, config, topic_allow, fetch_wakeup, policies, metrics, ingest })
     }
 
     /// Serves the query API from `read_pool` (a read replica).

@@ -126,7 +126,7 @@ pub async fn publish_json(
         .map(|(i, e)| e.into_event(batch.then_some(i)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::BadRequest)?;
-    let appended = append(&state, &events, "json").await?;
+    let appended = append(&state, events, "json").await?;
     let replayed = appended.iter().all(|a| a.replayed);
     let mut response = if replayed { HttpResponse::Ok() } else { HttpResponse::Created() };
     if replayed {
@@ -175,7 +175,7 @@ pub async fn publish_raw(
     let tags: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "tag").map(|(_, v)| v).collect();
     events::validate_labels(&tags, query.group_id.as_deref()).map_err(ApiError::BadRequest)?;
     let event = NewEvent { id, topic, content_type, body: body.to_vec(), tags, group_id: query.group_id };
-    let appended = append(&state, std::slice::from_ref(&event), "raw").await?;
+    let appended = append(&state, vec![event], "raw").await?;
     let mut response = if appended[0].replayed { HttpResponse::Ok() } else { HttpResponse::Created() };
     if appended[0].replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
@@ -183,11 +183,11 @@ pub async fn publish_raw(
     Ok(response.json(&appended[0]))
 }
 
-/// Checks the topic policies, appends, and counts what was written.
-async fn append(state: &AppState, events: &[NewEvent], source: &str) -> Result<Vec<Appended>, ApiError> {
+/// Checks the topic policies, appends (in a group commit with concurrent publishes), and counts what was written.
+async fn append(state: &AppState, events: Vec<NewEvent>, source: &str) -> Result<Vec<Appended>, ApiError> {
     let timer = state.metrics.publish_seconds.start_timer();
-    state.policies.check(events).await?.map_err(ApiError::Unprocessable)?;
-    let appended = events::append(&state.pool, events).await.map_err(|e| match e {
+    state.policies.check(&events).await?.map_err(ApiError::Unprocessable)?;
+    let appended = state.ingest.append(events).await.map_err(|e| match e {
         AppendError::Conflict(id) => {
             ApiError::Conflict(format!("event {id} was already published with different content"))
         }
