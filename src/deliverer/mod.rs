@@ -7,6 +7,9 @@
 //!
 //! Isolation: a global semaphore caps requests in flight; a per-host semaphore caps each callback host, and
 //! saturated hosts are left out of the next claim, so a slow subscriber never holds jobs meant for others.
+//! Batching: a host counts as saturated once it has two batches' worth of jobs claimed (its in-flight limit
+//! running, as many waiting in memory), and the loop claims again when a host is down to one batch or a good
+//! share of the global cap is free — so jobs are claimed many at a time instead of one per finished request.
 //! Failure policy: a database error backs off and retries; an outcome that cannot be recorded leaves its job
 //! leased, and the lease running out brings it back (at-least-once). On shutdown no new job is claimed, jobs
 //! claimed but not started are released, and in-flight requests get the grace period to finish.
@@ -17,7 +20,10 @@ pub mod transport;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -46,8 +52,17 @@ pub struct Deliverer<T: Transport> {
     ctx: Arc<Context<T>>,
     config: DeliveryConfig,
     global: Arc<Semaphore>,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// Woken by every finished job (the loop waits on it while the global cap is nearly used up).
     completed: Arc<Notify>,
+    /// Woken when a host is down to one batch of claimed jobs (the loop waits on it while hosts are saturated).
+    host_freed: Arc<Notify>,
+}
+
+/// One callback host: its in-flight limit and how many of its jobs are claimed and not yet finished.
+struct Host {
+    permits: Arc<Semaphore>,
+    claimed: AtomicUsize,
 }
 
 impl<T: Transport> Deliverer<T> {
@@ -65,6 +80,7 @@ impl<T: Transport> Deliverer<T> {
             global: Arc::new(Semaphore::new(config.concurrency as usize)),
             hosts: Mutex::new(HashMap::new()),
             completed: Arc::new(Notify::new()),
+            host_freed: Arc::new(Notify::new()),
             config,
         }
     }
@@ -80,21 +96,27 @@ impl<T: Transport> Deliverer<T> {
         self.config.request_timeout * 2 + Duration::from_secs(5)
     }
 
-    fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
+    fn host(&self, host: &str) -> Arc<Host> {
         let mut hosts = self.hosts.lock().expect("host map lock");
         if hosts.len() > 10_000 {
-            let limit = self.config.host_concurrency as usize;
-            hosts.retain(|_, s| s.available_permits() < limit);
+            hosts.retain(|_, h| h.claimed.load(Ordering::Relaxed) > 0);
         }
         hosts
             .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.host_concurrency as usize)))
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    permits: Arc::new(Semaphore::new(self.config.host_concurrency as usize)),
+                    claimed: AtomicUsize::new(0),
+                })
+            })
             .clone()
     }
 
+    /// Hosts with two batches' worth of jobs claimed and unfinished.
     fn saturated_hosts(&self) -> Vec<String> {
+        let full = 2 * self.config.host_concurrency as usize;
         let hosts = self.hosts.lock().expect("host map lock");
-        hosts.iter().filter(|(_, s)| s.available_permits() == 0).map(|(h, _)| h.clone()).collect()
+        hosts.iter().filter(|(_, h)| h.claimed.load(Ordering::Relaxed) >= full).map(|(name, _)| name.clone()).collect()
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
@@ -107,7 +129,7 @@ impl<T: Transport> Deliverer<T> {
         let jobs = self.claim(self.config.batch_size as usize).await?;
         let count = jobs.len();
         let runs = jobs.into_iter().map(|job| {
-            let host = self.host_semaphore(&job.callback_host);
+            let host = self.host(&job.callback_host).permits.clone();
             let ctx = self.ctx.clone();
             async move {
                 let _permit = host.acquire_owned().await.expect("semaphores are never closed");
@@ -130,9 +152,16 @@ impl<T: Transport> Deliverer<T> {
         tracing::info!("callback deliverer started");
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            // Claim when a useful share of the cap is free (or nothing runs), not after every finished request.
             let free = self.global.available_permits();
-            if free == 0 {
-                tokio::select! { _ = self.completed.notified() => {}, _ = token.cancelled() => {} }
+            let worth_claiming = (self.config.concurrency as usize / 8).clamp(1, self.config.batch_size as usize);
+            if free == 0 || (free < worth_claiming && !tasks.is_empty()) {
+                // The timeout covers a finish between the check above and the wait.
+                tokio::select! {
+                    _ = self.completed.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = token.cancelled() => {}
+                }
                 continue;
             }
             match self.claim(free.min(self.config.batch_size as usize)).await {
@@ -179,20 +208,29 @@ impl<T: Transport> Deliverer<T> {
             let _ = outcomes.send(released(&job));
             return;
         };
-        let host = self.host_semaphore(&job.callback_host);
+        let host = self.host(&job.callback_host);
+        host.claimed.fetch_add(1, Ordering::Relaxed);
+        let one_batch = self.config.host_concurrency as usize;
         let ctx = self.ctx.clone();
-        let completed = self.completed.clone();
+        let (completed, host_freed) = (self.completed.clone(), self.host_freed.clone());
         tasks.spawn(async move {
+            let finished = |host: &Host| {
+                if host.claimed.fetch_sub(1, Ordering::Relaxed) == one_batch + 1 {
+                    host_freed.notify_waiters();
+                }
+            };
             let permit = tokio::select! {
-                permit = host.acquire_owned() => permit.expect("semaphores are never closed"),
+                permit = host.permits.clone().acquire_owned() => permit.expect("semaphores are never closed"),
                 _ = token.cancelled() => {
                     let _ = outcomes.send(released(&job));
+                    finished(&host);
                     return;
                 }
             };
             let outcome = jobs::execute(&ctx, job).await;
             let _ = outcomes.send(outcome);
             drop((permit, global));
+            finished(&host);
             completed.notify_waiters();
         });
     }
@@ -211,7 +249,7 @@ impl<T: Transport> Deliverer<T> {
         }
         tokio::select! {
             _ = wakeup.wait(nap) => {}
-            _ = self.completed.notified(), if saturated => {}
+            _ = self.host_freed.notified(), if saturated => {}
             _ = token.cancelled() => {}
         }
     }
