@@ -18,6 +18,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// The status this receiver answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -121,13 +123,14 @@ type Shared = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<Behaviour>>);
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
-    let received = Received {
+    let mut received = Received {
         method: req.method().to_string(),
         path: req.path().to_owned(),
         query: query.clone(),
         headers: req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect(),
         body: body.to_vec(),
         at: Instant::now(),
+        status: 0,
     };
     let (delay, reply) = {
         let mut b = shared.1.lock().unwrap();
@@ -150,6 +153,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         };
         (b.delay, reply)
     };
+    received.status = reply.status().as_u16();
     shared.0.lock().unwrap().push(received);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
