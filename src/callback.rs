@@ -34,6 +34,8 @@ pub enum CallbackError {
     Credentials,
     #[error("the URL must not contain a fragment")]
     Fragment,
+    #[error("the URL must not contain whitespace or control characters")]
+    Control,
 }
 
 impl CallbackUrl {
@@ -43,6 +45,15 @@ impl CallbackUrl {
         }
         if raw.len() > MAX_CALLBACK_BYTES {
             return Err(CallbackError::TooLong);
+        }
+        // A URL parser silently drops tabs and line breaks and reads `http:///x` as `http://x/`: refuse such input
+        // instead, so the URL the hub calls is exactly the one the subscriber sent.
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CallbackError::Control);
+        }
+        let authority = raw.split_once("://").map(|(_, rest)| rest);
+        if authority.is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '\\'])) {
+            return Err(CallbackError::Invalid);
         }
         let url = Url::parse(raw).map_err(|_| CallbackError::Invalid)?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -97,6 +108,14 @@ pub enum DestinationError {
     Private(IpAddr),
     #[error("the callback host {0} could not be resolved")]
     Unresolvable(String),
+    #[error("the callback host {0} is not public: localhost names this machine")]
+    LocalName(String),
+}
+
+/// `localhost` and every name under it are this machine (RFC 6761), whatever a resolver says.
+fn is_localhost_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Checks a URL's destination: literal addresses directly, names by resolving them.
@@ -107,6 +126,7 @@ pub async fn check_destination(url: &Url, allow_private: bool) -> Result<(), Des
     match url.host() {
         Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip)),
         Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip)),
+        Some(Host::Domain(name)) if is_localhost_name(name) => Err(DestinationError::LocalName(name.to_owned())),
         Some(Host::Domain(name)) => {
             let port = url.port_or_known_default().unwrap_or(80);
             let addrs = tokio::net::lookup_host((name, port))
@@ -200,6 +220,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if !allow_private && is_localhost_name(&host) {
+                return Err(Box::new(DestinationError::LocalName(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow_private {
                 for addr in &addrs {
@@ -274,7 +297,12 @@ mod tests {
     #[test]
     fn malformed_callbacks_are_refused() {
         assert_eq!(CallbackUrl::parse(""), Err(CallbackError::Empty));
-        assert_eq!(CallbackUrl::parse("not a url"), Err(CallbackError::Invalid));
+        assert_eq!(CallbackUrl::parse("not-a-url"), Err(CallbackError::Invalid));
+        assert_eq!(CallbackUrl::parse("http:///path"), Err(CallbackError::Invalid));
+        assert_eq!(CallbackUrl::parse("http:\\\\example.com/"), Err(CallbackError::Invalid));
+        assert_eq!(CallbackUrl::parse("http://example.com/a\r\nX-Injected: 1"), Err(CallbackError::Control));
+        assert_eq!(CallbackUrl::parse("http://example.com/\t"), Err(CallbackError::Control));
+        assert_eq!(CallbackUrl::parse("http://example.com/\0"), Err(CallbackError::Control));
         assert_eq!(CallbackUrl::parse("ftp://example.com/"), Err(CallbackError::Scheme));
         assert_eq!(CallbackUrl::parse("http://u:p@example.com/"), Err(CallbackError::Credentials));
         assert_eq!(CallbackUrl::parse("http://example.com/#x"), Err(CallbackError::Fragment));
@@ -292,7 +320,9 @@ mod tests {
         let url = Url::parse("http://127.0.0.1:9/").unwrap();
         assert!(check_destination(&url, false).await.is_err());
         assert!(check_destination(&url, true).await.is_ok());
-        let url = Url::parse("http://localhost:9/").unwrap();
-        assert!(matches!(check_destination(&url, false).await, Err(DestinationError::Private(_))));
+        for name in ["localhost", "LOCALHOST", "localhost.", "api.localhost", "a.b.localhost."] {
+            let url = Url::parse(&format!("http://{name}:9/")).unwrap();
+            assert!(matches!(check_destination(&url, false).await, Err(DestinationError::LocalName(_))), "{name}");
+        }
     }
 }

@@ -22,7 +22,7 @@ impl Form {
                 "the hub endpoint takes application/x-www-form-urlencoded".into(),
             ));
         }
-        Ok(Self(url::form_urlencoded::parse(body).into_owned().collect()))
+        decode_strictly(body).map(Self).map_err(ApiError::BadRequest)
     }
 
     /// The single value of a parameter; a parameter given twice with different values is refused.
@@ -38,6 +38,43 @@ impl Form {
     pub fn all<'a>(&'a self, keys: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
         self.0.iter().filter(|(k, _)| keys.contains(&k.as_str())).map(|(_, v)| v.as_str())
     }
+}
+
+/// Decodes `application/x-www-form-urlencoded` as the URL Standard does (`+` is a space, `%XX` a byte), except that
+/// a `%` not followed by two hex digits, or a value that is not UTF-8 once decoded, is refused rather than passed on
+/// literally or with replacement characters: the hub must act on exactly what the subscriber meant, or on nothing.
+fn decode_strictly(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    fn decode(raw: &[u8]) -> Result<String, String> {
+        let mut bytes = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            match raw[i] {
+                b'+' => bytes.push(b' '),
+                b'%' => {
+                    let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                    let byte = hex
+                        .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or("the form has a `%` that is not followed by two hex digits")?;
+                    bytes.push(byte);
+                    i += 2;
+                }
+                b => bytes.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(bytes).map_err(|_| "the form is not UTF-8 once decoded".to_owned())
+    }
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            Ok((decode(key)?, decode(value)?))
+        })
+        .collect()
 }
 
 #[tracing::instrument(skip_all, fields(mode))]
@@ -86,4 +123,28 @@ async fn publish(state: &AppState, form: &Form) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Accepted()
         .content_type("text/plain; charset=utf-8")
         .body(format!("accepted: {} topic fetch(es) queued\n{listing}", ids.len())))
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::decode_strictly;
+
+    fn pairs(raw: &str) -> Result<Vec<(String, String)>, String> {
+        decode_strictly(raw.as_bytes())
+    }
+
+    #[test]
+    fn forms_decode_as_the_url_standard_says() {
+        let decoded = pairs("hub.mode=subscribe&hub.topic=a%20b+c&empty=&flag&&x=%E2%9C%93").unwrap();
+        let expected = [("hub.mode", "subscribe"), ("hub.topic", "a b c"), ("empty", ""), ("flag", ""), ("x", "✓")];
+        assert_eq!(decoded, expected.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    }
+
+    #[test]
+    fn broken_escapes_and_invalid_utf8_are_refused() {
+        for raw in ["a=%", "a=%4", "a=%ZZ", "a=%C3%28", "a=%E2%82", "%zz=1"] {
+            assert!(pairs(raw).is_err(), "{raw}");
+        }
+        assert!(decode_strictly(b"a=\xff").is_err());
+    }
 }

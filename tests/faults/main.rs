@@ -1,13 +1,14 @@
 //! Faults survived with nothing lost. Each test runs the hub as three real processes against real PostgreSQL,
 //! subscribes real receivers on 127.0.0.1 through WebSub, publishes steadily, injects one fault, and ends with an
 //! accounting: every acknowledged event × active subscription is delivered (duplicates allowed and counted) or
-//! dead with its attempts recorded. Zero lost.
+//! dead with its attempts recorded. Zero lost. And secrets never reach the logs (`secrets`).
 
 mod cluster;
 mod harness;
 #[allow(dead_code)]
 #[path = "../api/receiver.rs"]
 mod receiver;
+mod secrets;
 
 use std::time::Duration;
 
