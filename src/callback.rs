@@ -34,6 +34,10 @@ pub enum CallbackError {
     Credentials,
     #[error("the URL must not contain a fragment")]
     Fragment,
+    #[error("the URL contains whitespace or a control character")]
+    BadCharacter,
+    #[error("the URL contains a `%` that does not start a percent-encoded byte")]
+    BadPercentEncoding,
 }
 
 impl CallbackUrl {
@@ -43,6 +47,14 @@ impl CallbackUrl {
         }
         if raw.len() > MAX_CALLBACK_BYTES {
             return Err(CallbackError::TooLong);
+        }
+        // The URL parser silently drops tabs and newlines and trims spaces; refuse them instead, so what is stored
+        // is what was sent and nothing resembling a header can ride along.
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CallbackError::BadCharacter);
+        }
+        if !percent_encoding_is_valid(raw) {
+            return Err(CallbackError::BadPercentEncoding);
         }
         let url = Url::parse(raw).map_err(|_| CallbackError::Invalid)?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -72,6 +84,16 @@ impl CallbackUrl {
     pub fn host_key(&self) -> String {
         host_key(&self.0)
     }
+}
+
+/// Whether every `%` starts a `%HH` escape.
+pub fn percent_encoding_is_valid(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
 }
 
 pub fn host_key(url: &Url) -> String {
@@ -274,11 +296,28 @@ mod tests {
     #[test]
     fn malformed_callbacks_are_refused() {
         assert_eq!(CallbackUrl::parse(""), Err(CallbackError::Empty));
-        assert_eq!(CallbackUrl::parse("not a url"), Err(CallbackError::Invalid));
+        assert_eq!(CallbackUrl::parse("not-a-url"), Err(CallbackError::Invalid));
         assert_eq!(CallbackUrl::parse("ftp://example.com/"), Err(CallbackError::Scheme));
         assert_eq!(CallbackUrl::parse("http://u:p@example.com/"), Err(CallbackError::Credentials));
         assert_eq!(CallbackUrl::parse("http://example.com/#x"), Err(CallbackError::Fragment));
         assert_eq!(CallbackUrl::parse(&format!("http://e.com/{}", "a".repeat(2048))), Err(CallbackError::TooLong));
+    }
+
+    #[test]
+    fn callbacks_with_whitespace_control_characters_or_bad_escapes_are_refused_not_silently_cleaned() {
+        for raw in [
+            "http://e.com/cb\r\nX-Injected: 1",
+            "http://e.com/c\tb",
+            " http://e.com/cb",
+            "http://e.com/cb\0",
+            "http://e.com/c b",
+        ] {
+            assert_eq!(CallbackUrl::parse(raw), Err(CallbackError::BadCharacter), "{raw:?}");
+        }
+        for raw in ["http://e.com/%ZZ", "http://e.com/cb?x=%", "http://e.com/%4"] {
+            assert_eq!(CallbackUrl::parse(raw), Err(CallbackError::BadPercentEncoding), "{raw:?}");
+        }
+        assert!(CallbackUrl::parse("http://e.com/a%20b?x=%2F").is_ok());
     }
 
     #[test]
