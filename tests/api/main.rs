@@ -3,6 +3,7 @@
 mod delivery;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;
+mod hostile;
 mod observability;
 mod operations;
 mod publish;
