@@ -34,8 +34,10 @@ pub enum CallbackError {
     Credentials,
     #[error("the URL must not contain a fragment")]
     Fragment,
-    #[error("the URL must not contain whitespace or control characters")]
-    Control,
+    #[error("the URL contains whitespace or a control character")]
+    BadCharacter,
+    #[error("the URL contains a `%` that does not start a percent-encoded byte")]
+    BadPercentEncoding,
 }
 
 impl CallbackUrl {
@@ -46,11 +48,15 @@ impl CallbackUrl {
         if raw.len() > MAX_CALLBACK_BYTES {
             return Err(CallbackError::TooLong);
         }
-        // A URL parser silently drops tabs and line breaks and reads `http:///x` as `http://x/`: refuse such input
-        // instead, so the URL the hub calls is exactly the one the subscriber sent.
+        // The URL parser silently drops tabs and newlines and trims spaces; refuse them instead, so what is stored
+        // is what was sent and nothing resembling a header can ride along.
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(CallbackError::Control);
+            return Err(CallbackError::BadCharacter);
         }
+        if !percent_encoding_is_valid(raw) {
+            return Err(CallbackError::BadPercentEncoding);
+        }
+        // `http:///x` would be read as `http://x/`: the authority must be there, as sent.
         let authority = raw.split_once("://").map(|(_, rest)| rest);
         if authority.is_none_or(|rest| rest.is_empty() || rest.starts_with(['/', '\\'])) {
             return Err(CallbackError::Invalid);
@@ -83,6 +89,16 @@ impl CallbackUrl {
     pub fn host_key(&self) -> String {
         host_key(&self.0)
     }
+}
+
+/// Whether every `%` starts a `%HH` escape.
+pub fn percent_encoding_is_valid(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)))
 }
 
 pub fn host_key(url: &Url) -> String {
@@ -300,13 +316,30 @@ mod tests {
         assert_eq!(CallbackUrl::parse("not-a-url"), Err(CallbackError::Invalid));
         assert_eq!(CallbackUrl::parse("http:///path"), Err(CallbackError::Invalid));
         assert_eq!(CallbackUrl::parse("http:\\\\example.com/"), Err(CallbackError::Invalid));
-        assert_eq!(CallbackUrl::parse("http://example.com/a\r\nX-Injected: 1"), Err(CallbackError::Control));
-        assert_eq!(CallbackUrl::parse("http://example.com/\t"), Err(CallbackError::Control));
-        assert_eq!(CallbackUrl::parse("http://example.com/\0"), Err(CallbackError::Control));
+        assert_eq!(CallbackUrl::parse("http://example.com/a\r\nX-Injected: 1"), Err(CallbackError::BadCharacter));
+        assert_eq!(CallbackUrl::parse("http://example.com/\t"), Err(CallbackError::BadCharacter));
+        assert_eq!(CallbackUrl::parse("http://example.com/\0"), Err(CallbackError::BadCharacter));
         assert_eq!(CallbackUrl::parse("ftp://example.com/"), Err(CallbackError::Scheme));
         assert_eq!(CallbackUrl::parse("http://u:p@example.com/"), Err(CallbackError::Credentials));
         assert_eq!(CallbackUrl::parse("http://example.com/#x"), Err(CallbackError::Fragment));
         assert_eq!(CallbackUrl::parse(&format!("http://e.com/{}", "a".repeat(2048))), Err(CallbackError::TooLong));
+    }
+
+    #[test]
+    fn callbacks_with_whitespace_control_characters_or_bad_escapes_are_refused_not_silently_cleaned() {
+        for raw in [
+            "http://e.com/cb\r\nX-Injected: 1",
+            "http://e.com/c\tb",
+            " http://e.com/cb",
+            "http://e.com/cb\0",
+            "http://e.com/c b",
+        ] {
+            assert_eq!(CallbackUrl::parse(raw), Err(CallbackError::BadCharacter), "{raw:?}");
+        }
+        for raw in ["http://e.com/%ZZ", "http://e.com/cb?x=%", "http://e.com/%4"] {
+            assert_eq!(CallbackUrl::parse(raw), Err(CallbackError::BadPercentEncoding), "{raw:?}");
+        }
+        assert!(CallbackUrl::parse("http://e.com/a%20b?x=%2F").is_ok());
     }
 
     #[test]

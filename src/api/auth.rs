@@ -66,7 +66,8 @@ pub fn require_publisher(config: &HttpConfig, req: &HttpRequest, body: &[u8]) ->
         .ok_or_else(|| {
             ApiError::Unauthorized("X-Tidings-Timestamp (unix seconds) is required with a signature".into())
         })?;
-    if (chrono::Utc::now().timestamp() - timestamp).abs() > SIGNATURE_TOLERANCE_SECONDS {
+    // abs_diff: a timestamp near i64::MIN or i64::MAX must be refused, not overflow.
+    if chrono::Utc::now().timestamp().abs_diff(timestamp) > SIGNATURE_TOLERANCE_SECONDS.unsigned_abs() {
         return Err(ApiError::Unauthorized("X-Tidings-Timestamp is more than five minutes off".into()));
     }
     let expected = publish_signature(key.expose(), timestamp, body);
@@ -85,4 +86,41 @@ pub fn publish_signature(key: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+    use crate::config::{Config, Secret};
+
+    fn restricted() -> HttpConfig {
+        let mut config = Config::defaults().http;
+        config.publish_hmac_key = Some(Secret("key".into()));
+        config
+    }
+
+    #[test]
+    fn a_signature_with_an_extreme_timestamp_is_refused_without_overflowing() {
+        let body = b"{}";
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let req = TestRequest::default()
+                .insert_header(("x-tidings-timestamp", timestamp.to_string()))
+                .insert_header(("x-tidings-signature", publish_signature("key", timestamp, body)))
+                .to_http_request();
+            assert!(matches!(require_publisher(&restricted(), &req, body), Err(ApiError::Unauthorized(_))));
+        }
+    }
+
+    #[test]
+    fn a_fresh_signature_is_accepted() {
+        let body = b"{}";
+        let timestamp = chrono::Utc::now().timestamp();
+        let req = TestRequest::default()
+            .insert_header(("x-tidings-timestamp", timestamp.to_string()))
+            .insert_header(("x-tidings-signature", publish_signature("key", timestamp, body)))
+            .to_http_request();
+        assert!(require_publisher(&restricted(), &req, body).is_ok());
+    }
 }

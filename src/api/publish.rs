@@ -136,6 +136,7 @@ pub async fn publish_json(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawQuery {
     topic: Option<String>,
     id: Option<String>,
@@ -150,8 +151,14 @@ pub async fn publish_raw(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     state.require_publisher(&req, &body)?;
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+    let pairs = super::hub::decode_form(req.query_string().as_bytes()).map_err(ApiError::BadRequest)?;
+    if let Some((key, _)) = pairs
+        .iter()
+        .enumerate()
+        .find_map(|(i, (k, _))| (k != "tag" && pairs[..i].iter().any(|(seen, _)| seen == k)).then_some((k, i)))
+    {
+        return Err(ApiError::bad_request(format!("query: {key} is given more than once")));
+    }
     let query: RawQuery = serde_json::from_value(serde_json::Value::Object(
         pairs.iter().filter(|(k, _)| k != "tag").map(|(k, v)| (k.clone(), v.clone().into())).collect(),
     ))

@@ -31,6 +31,10 @@ impl HubSecret {
         if raw.len() >= MAX_SECRET_BYTES {
             return Err(format!("hub.secret must be shorter than {MAX_SECRET_BYTES} bytes"));
         }
+        // A NUL cannot be stored (PostgreSQL text) and no control character belongs in a shared secret.
+        if raw.chars().any(char::is_control) {
+            return Err("hub.secret must not contain control characters".into());
+        }
         Ok((!raw.is_empty()).then(|| Self(raw.to_owned())))
     }
 
@@ -120,6 +124,14 @@ mod tests {
         assert!(HubSecret::parse(&"s".repeat(200)).is_err());
         assert!(HubSecret::parse(&"s".repeat(199)).unwrap().is_some());
         assert!(HubSecret::parse("").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_secret_with_a_nul_or_line_break_is_refused() {
+        for raw in ["sec\0ret", "secret\r\nX: y", "\u{7f}"] {
+            assert!(HubSecret::parse(raw).unwrap_err().contains("control"), "{raw:?}");
+        }
+        assert!(HubSecret::parse("a perfectly fine secret, with spaces: é").unwrap().is_some());
     }
 
     #[test]
