@@ -117,8 +117,8 @@ pub struct Chart {
     pub bars: Vec<Bar>,
     pub max: i64,
     pub total: i64,
-    pub first: String,
-    pub last: String,
+    pub first: When,
+    pub last: When,
 }
 
 pub const CHART_WIDTH: f64 = 600.0;
@@ -146,14 +146,16 @@ impl Chart {
                 }
             })
             .collect();
-        let fmt =
-            |t: Option<&(DateTime<Utc>, i64, i64)>| t.map(|p| p.0.format("%H:%M UTC").to_string()).unwrap_or_default();
+        let at = |p: Option<&(DateTime<Utc>, i64, i64)>| {
+            let t = p.map(|p| p.0).unwrap_or_else(Utc::now);
+            When { iso: t.to_rfc3339(), text: t.format("%H:%M UTC").to_string() }
+        };
         Self {
             bars,
             max,
             total: points.iter().map(|(_, a, b)| a + b).sum(),
-            first: fmt(points.first()),
-            last: fmt(points.last()),
+            first: at(points.first()),
+            last: at(points.last()),
         }
     }
     pub fn bar_width(&self) -> f64 {

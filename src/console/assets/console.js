@@ -6,12 +6,13 @@
     year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
     timeZoneName: "short"
   });
+  var short = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
   function localTimes() {
     document.querySelectorAll("time[datetime]").forEach(function (el) {
       var t = new Date(el.getAttribute("datetime"));
       if (!isNaN(t)) {
         el.title = el.textContent;
-        el.textContent = format.format(t);
+        el.textContent = (el.hasAttribute("data-short") ? short : format).format(t);
       }
     });
   }
