@@ -28,6 +28,14 @@ fn field(v: &Option<String>) -> Option<String> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
+/// A text filter compared with stored text: PostgreSQL text never holds a NUL, so one is refused up front.
+fn text(v: &Option<String>) -> Result<Option<String>, ConsoleError> {
+    match field(v) {
+        Some(t) if t.contains('\0') => Err(ConsoleError::bad_request("A search field cannot contain a NUL character.")),
+        other => Ok(other),
+    }
+}
+
 fn parse_uuid(raw: &str, what: &str) -> Result<Uuid, ConsoleError> {
     Uuid::parse_str(raw.trim()).map_err(|_| ConsoleError::bad_request(format!("The {what} must be a UUID.")))
 }
@@ -195,7 +203,7 @@ pub struct TopicsQuery {
 /// `GET /console/topics?after=`
 pub async fn topics(state: web::Data<AppState>, req: HttpRequest, q: web::Query<TopicsQuery>) -> Page {
     let (_, s) = require_session(&state, &req).await?;
-    let after = field(&q.after).unwrap_or_default();
+    let after = text(&q.after)?.unwrap_or_default();
     let rows = queries::topics(&state.read_pool, &after, PAGE).await?;
     let next = (rows.len() as i64 == PAGE)
         .then(|| rows.last().map(|r| link("/console/topics", &[("after", &r.topic)])))
@@ -253,7 +261,7 @@ fn subscription_row(s: &store::Subscription, h: Option<&queries::Health>) -> vie
 /// `GET /console/subscriptions?topic=&state=&after=`
 pub async fn subscriptions(state: web::Data<AppState>, req: HttpRequest, q: web::Query<SubscriptionsQuery>) -> Page {
     let (_, s) = require_session(&state, &req).await?;
-    let topic = field(&q.topic);
+    let topic = text(&q.topic)?;
     let wanted = field(&q.state).filter(|st| SUBSCRIPTION_STATES.contains(&st.as_str()));
     let after = field(&q.after).map(|a| parse_uuid(&a, "cursor")).transpose()?;
     let subs = store::list(&state.read_pool, topic.as_deref(), wanted.as_deref(), after, PAGE).await?;
@@ -457,17 +465,17 @@ pub async fn events(state: web::Data<AppState>, req: HttpRequest, q: web::Query<
     let (_, s) = require_session(&state, &req).await?;
     let offset = tz(&q.tz);
     let search = queries::EventSearch {
-        topic: field(&q.topic),
-        tag: field(&q.tag),
-        group_id: field(&q.group_id),
+        topic: text(&q.topic)?,
+        tag: text(&q.tag)?,
+        group_id: text(&q.group_id)?,
         since: field(&q.since).map(|t| parse_time(&t, offset)).transpose()?,
         until: field(&q.until).map(|t| parse_time(&t, offset)).transpose()?,
     };
     let before = field(&q.before).and_then(|b| b.parse::<i64>().ok()).unwrap_or(i64::MAX);
     let rows = queries::events(&state.read_pool, &search, before, PAGE).await?;
-    let text = |v: &Option<String>| field(v).unwrap_or_default();
+    let shown = |v: &Option<String>| field(v).unwrap_or_default();
     let (topic, tag, group_id, since, until, tz_raw) =
-        (text(&q.topic), text(&q.tag), text(&q.group_id), text(&q.since), text(&q.until), text(&q.tz));
+        (shown(&q.topic), shown(&q.tag), shown(&q.group_id), shown(&q.since), shown(&q.until), shown(&q.tz));
     let next = (rows.len() as i64 == PAGE)
         .then(|| {
             rows.last().map(|e| {

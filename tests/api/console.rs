@@ -177,6 +177,10 @@ async fn every_page_says_what_to_do_when_there_is_nothing_to_show() {
     }
     assert_eq!(browser.get("/console/deliveries/999").await.status(), 404);
     assert_eq!(browser.get("/console/events/not-a-uuid").await.status(), 400);
+    for hostile in ["/console/events?topic=a%00b", "/console/topics?after=%00", "/console/subscriptions?topic=%00"] {
+        assert_eq!(browser.get(hostile).await.status(), 400, "{hostile}");
+    }
+    assert_eq!(browser.get("/console/events?since=yesterday").await.status(), 400);
     let css = browser.get("/console/assets/console.css").await;
     assert_eq!(css.status(), 200);
     assert!(css.text().await.unwrap().contains(":focus-visible"));
