@@ -13,6 +13,21 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Waits until every event is spread and every delivery has finished; generous, as the machine may be busy.
+async fn settle(app: &TestApp) {
+    eventually(Duration::from_secs(60), "every delivery to settle", || async {
+        let settled: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE state = 'pending')
+                AND NOT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        settled.then_some(())
+    })
+    .await
+}
+
 /// A browser's view of the console: the session cookie it was given, sent back on every request.
 struct Browser<'a> {
     app: &'a TestApp,
@@ -198,7 +213,7 @@ async fn every_page_renders_what_happened_and_escapes_it() {
         json!({"topic": "orders", "body": "<script>alert(1)</script>", "tags": ["<b>vip</b>"], "group_id": "g-1"}),
     )
     .await;
-    app.settle().await;
+    settle(&app).await;
     let browser = Browser::log_in(&app).await;
 
     let overview = browser.page("/console").await;
@@ -239,7 +254,7 @@ async fn redelivering_from_the_console_delivers_what_had_failed() {
     let sub = app.subscribe_active("orders", &subscriber.url("/hook"), &[]).await;
     let sid = sub["id"].as_str().unwrap().to_owned();
     app.publish(json!([{"topic": "orders", "body": 1}, {"topic": "orders", "body": 2}])).await;
-    app.settle().await;
+    settle(&app).await;
     subscriber.set_status(204);
     let browser = Browser::log_in(&app).await;
     let dead = app.admin_get(&format!("/deliveries?subscription_id={sid}&state=dead")).await;
@@ -256,14 +271,14 @@ async fn redelivering_from_the_console_delivers_what_had_failed() {
     assert!(delivered.contains("<td>204</td>"), "the new attempt is listed: {delivered}");
     let again = browser.submit(&page, &format!("{page}/redeliver"), &[]).await;
     assert_eq!(again.status(), 303, "a delivered delivery can be sent again");
-    app.settle().await;
+    settle(&app).await;
 
     let subscription = format!("/console/subscriptions/{sid}");
     let bulk = browser.submit(&subscription, &format!("{subscription}/redeliver-dead"), &[]).await;
     assert_eq!(location(&bulk), format!("{subscription}?done=redelivered-dead&n=1"));
     let notice = browser.page(location(&bulk)).await;
     assert!(notice.contains("1 dead deliveries are back in the queue"), "{notice}");
-    app.settle().await;
+    settle(&app).await;
     assert_eq!(subscriber.deliveries().len(), 2 * 3 + 3, "three failed attempts each, then three deliveries");
     app.stop().await;
 }
