@@ -95,6 +95,9 @@ pub struct HttpConfig {
     /// Shared key for publishing with an HMAC-signed body (`X-Tidings-Timestamp`, `X-Tidings-Signature`).
     #[arg(long, env = "TIDINGS_PUBLISH_HMAC_KEY", hide_env_values = true)]
     pub publish_hmac_key: Option<Secret<String>>,
+    /// Whether the web console's session cookie is marked Secure. Unset: when the request came over https.
+    #[arg(long, env = "TIDINGS_CONSOLE_SECURE_COOKIE", action = clap::ArgAction::Set)]
+    pub console_secure_cookie: Option<bool>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod callback;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod deliverer;
 pub mod events;

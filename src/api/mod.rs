@@ -83,7 +83,12 @@ impl Application {
         let max_body = state.config.http.max_body_bytes as usize;
         let state = web::Data::new(state);
         let server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).app_data(web::PayloadConfig::new(max_body)).configure(routes)
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .configure(routes)
+                // The web console's HTML pages live under /console, outside the JSON API and openapi.yaml.
+                .configure(crate::console::routes)
         })
         .listen(listener)?
         .disable_signals()

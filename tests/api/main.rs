@@ -1,5 +1,6 @@
 //! Integration tests: Tidings against a real PostgreSQL and real HTTP peers on 127.0.0.1.
 
+mod console;
 mod delivery;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;

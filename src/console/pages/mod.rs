@@ -1,0 +1,111 @@
+//! The console's handlers, one per page or action, and what they share: parsing form and query fields, links
+//! with cursors, and the notices shown after an action.
+
+mod deliveries;
+mod events;
+mod login;
+mod overview;
+mod subscriptions;
+
+pub use deliveries::{deliveries, delivery, redeliver};
+pub use events::{event, events};
+pub use login::{login, login_form, logout};
+pub use overview::{overview, topics};
+pub use subscriptions::{end, redeliver_dead, replay, subscription, subscriptions};
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    check_csrf, html, queries, require_session, secure, see_other, session, session_cookie_header,
+    views::{self, Chrome},
+    ConsoleError, PAGE,
+};
+use crate::{
+    api::AppState,
+    outbox, spreader, stats,
+    subscriptions::{state::Transition, store},
+};
+
+type Page = Result<HttpResponse, ConsoleError>;
+
+/// A form whose only field is the session's CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn render(page: impl Template) -> Page {
+    Ok(html(StatusCode::OK, page.render()?))
+}
+
+/// A query-string or form field: absent and blank are the same.
+fn field(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// A text filter compared with stored text: PostgreSQL text never holds a NUL, so one is refused up front.
+fn text(v: &Option<String>) -> Result<Option<String>, ConsoleError> {
+    match field(v) {
+        Some(t) if t.contains('\0') => Err(ConsoleError::bad_request("A search field cannot contain a NUL character.")),
+        other => Ok(other),
+    }
+}
+
+fn parse_uuid(raw: &str, what: &str) -> Result<Uuid, ConsoleError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ConsoleError::bad_request(format!("The {what} must be a UUID.")))
+}
+
+/// A time typed into a form: RFC 3339, or a `datetime-local` value in the viewer's zone (`tz`: minutes east of
+/// UTC, filled in by the page's script; UTC without it).
+fn parse_time(raw: &str, tz_minutes: i64) -> Result<DateTime<Utc>, ConsoleError> {
+    let raw = raw.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok())
+        .map(|t| t.and_utc() - Duration::minutes(tz_minutes))
+        .ok_or_else(|| ConsoleError::bad_request(format!("“{raw}” is not a time: use YYYY-MM-DDTHH:MM.")))
+}
+
+fn tz(raw: &Option<String>) -> i64 {
+    field(raw).and_then(|t| t.parse().ok()).filter(|m: &i64| m.abs() <= 24 * 60).unwrap_or(0)
+}
+
+/// A link to `path` with these query parameters (blank ones left out).
+fn link(path: &str, params: &[(&str, &str)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.iter().filter(|(_, v)| !v.is_empty()) {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{q}")
+    }
+}
+
+/// The notice shown after an action, from the fixed set the actions redirect with.
+fn flash(done: &Option<String>, n: &Option<String>) -> Option<String> {
+    let n = field(n).and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
+    Some(match done.as_deref()? {
+        "redelivered" => "The delivery is back in the queue; it is attempted again now.".to_owned(),
+        "redelivered-dead" => format!("{n} dead deliveries are back in the queue."),
+        "replayed" => format!("Replay created {n} new deliveries."),
+        "ended" => "The subscription is ended; it receives nothing more.".to_owned(),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Notice {
+    done: Option<String>,
+    n: Option<String>,
+}

@@ -1,0 +1,211 @@
+//! Subscriptions: the list, one subscription with its lifecycle history, and the actions on it.
+
+use super::*;
+
+const SUBSCRIPTION_STATES: &[&str] = &["active", "pending", "expired", "unsubscribed", "denied"];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SubscriptionsQuery {
+    topic: Option<String>,
+    state: Option<String>,
+    after: Option<String>,
+}
+
+fn subscription_row(s: &store::Subscription, h: Option<&queries::Health>) -> views::SubscriptionRow {
+    views::SubscriptionRow {
+        id: s.id.to_string(),
+        topic: s.topic.clone(),
+        callback: s.callback.clone(),
+        state: s.state.clone(),
+        state_class: views::outcome_class(&s.state),
+        expires: views::when(s.expires_at),
+        success_rate: views::percent(h.and_then(|h| h.success_rate)),
+        dead: h.map(|h| h.dead).unwrap_or(0),
+        last_attempt: views::when(h.and_then(|h| h.last_attempt_at)),
+        last_outcome: h
+            .and_then(|h| {
+                h.last_outcome.as_ref().map(|o| match h.last_status {
+                    Some(status) => format!("{o} ({status})"),
+                    None => o.clone(),
+                })
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// `GET /console/subscriptions?topic=&state=&after=`
+pub async fn subscriptions(state: web::Data<AppState>, req: HttpRequest, q: web::Query<SubscriptionsQuery>) -> Page {
+    let (_, s) = require_session(&state, &req).await?;
+    let topic = text(&q.topic)?;
+    let wanted = field(&q.state).filter(|st| SUBSCRIPTION_STATES.contains(&st.as_str()));
+    let after = field(&q.after).map(|a| parse_uuid(&a, "cursor")).transpose()?;
+    let subs = store::list(&state.read_pool, topic.as_deref(), wanted.as_deref(), after, PAGE).await?;
+    let ids: Vec<Uuid> = subs.iter().map(|s| s.id).collect();
+    let health = queries::health(&state.read_pool, &ids).await?;
+    let topic = topic.unwrap_or_default();
+    let wanted = wanted.unwrap_or_default();
+    let next = (subs.len() as i64 == PAGE)
+        .then(|| {
+            subs.last().map(|last| {
+                link(
+                    "/console/subscriptions",
+                    &[("topic", &topic), ("state", &wanted), ("after", &last.id.to_string())],
+                )
+            })
+        })
+        .flatten();
+    render(views::SubscriptionsPage {
+        chrome: Chrome::new("Subscriptions", "subscriptions", &s.csrf_token),
+        rows: subs
+            .iter()
+            .map(|sub| subscription_row(sub, health.iter().find(|h| h.subscription_id == sub.id)))
+            .collect(),
+        topic,
+        state: wanted,
+        states: SUBSCRIPTION_STATES,
+        next,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SubscriptionQuery {
+    history_after: Option<String>,
+    done: Option<String>,
+    n: Option<String>,
+}
+
+/// `GET /console/subscriptions/{id}?history_after=`
+pub async fn subscription(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<SubscriptionQuery>,
+) -> Page {
+    let (_, s) = require_session(&state, &req).await?;
+    let id = parse_uuid(&path, "subscription id")?;
+    let sub = store::get(&state.read_pool, id)
+        .await?
+        .ok_or_else(|| ConsoleError::not_found(format!("There is no subscription {id}.")))?;
+    let health = queries::health(&state.read_pool, &[id]).await?;
+    let history_after = field(&q.history_after).and_then(|a| a.parse::<i64>().ok()).unwrap_or(0);
+    let entries = queries::history(&state.read_pool, id, history_after, PAGE).await?;
+    let history_next = (entries.len() as i64 == PAGE)
+        .then(|| {
+            entries
+                .last()
+                .map(|e| link(&format!("/console/subscriptions/{id}"), &[("history_after", &e.position.to_string())]))
+        })
+        .flatten();
+    let history = entries
+        .into_iter()
+        .map(|e| {
+            let body: serde_json::Value = serde_json::from_slice(&e.body).unwrap_or_default();
+            let state = body.get("state").and_then(|v| v.as_str()).unwrap_or("changed").to_owned();
+            let detail = match &body {
+                serde_json::Value::Object(map) => map
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "state" && !v.is_null())
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => format!("{k}: {s}"),
+                        other => format!("{k}: {other}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+                _ => String::new(),
+            };
+            views::HistoryRow {
+                position: e.position,
+                at: e.published_at.into(),
+                state_class: views::outcome_class(&state),
+                state,
+                detail,
+            }
+        })
+        .collect();
+    let sid = id.to_string();
+    render(views::SubscriptionPage {
+        chrome: Chrome::new(format!("Subscription {}", sub.topic), "subscriptions", &s.csrf_token)
+            .with_flash(flash(&q.done, &q.n)),
+        row: subscription_row(&sub, health.first()),
+        lease_seconds: sub.lease_seconds.map(|l| format!("{l} s")).unwrap_or_else(|| "—".into()),
+        has_secret: sub.has_secret,
+        created: sub.created_at.into(),
+        updated: sub.updated_at.into(),
+        active: sub.state == "active",
+        history,
+        history_next,
+        history_first: history_after > 0,
+        deliveries_link: link("/console/deliveries", &[("subscription_id", &sid)]),
+        dead_link: link("/console/deliveries", &[("subscription_id", &sid), ("state", "dead")]),
+    })
+}
+
+async fn active_subscription(state: &AppState, raw: &str) -> Result<Uuid, ConsoleError> {
+    let id = parse_uuid(raw, "subscription id")?;
+    let sub = store::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ConsoleError::not_found(format!("There is no subscription {id}.")))?;
+    if sub.state != "active" {
+        return Err(ConsoleError::conflict(format!("Subscription {id} is {}, not active.", sub.state)));
+    }
+    Ok(id)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayForm {
+    #[serde(default)]
+    csrf: String,
+    from: Option<String>,
+    tz: Option<String>,
+}
+
+/// `POST /console/subscriptions/{id}/replay`: new deliveries for what it matched since a time.
+pub async fn replay(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<ReplayForm>,
+) -> Page {
+    let (_, s) = require_session(&state, &req).await?;
+    check_csrf(&s, &form.csrf)?;
+    let from = field(&form.from)
+        .map(|f| parse_time(&f, tz(&form.tz)))
+        .transpose()?
+        .ok_or_else(|| ConsoleError::bad_request("Say from when to replay."))?;
+    let id = active_subscription(&state, &path).await?;
+    let replayed = stats::replay(&state.pool, id, 0, Some(from), 10_000).await?;
+    tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription from the console");
+    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=replayed&n={}", replayed.created)))
+}
+
+/// `POST /console/subscriptions/{id}/redeliver-dead`
+pub async fn redeliver_dead(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Page {
+    let (_, s) = require_session(&state, &req).await?;
+    check_csrf(&s, &form.csrf)?;
+    let id = active_subscription(&state, &path).await?;
+    let n = stats::redeliver_dead(&state.pool, id, None, None).await?;
+    tracing::info!(subscription_id = %id, redelivered = n, "redelivered dead deliveries from the console");
+    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=redelivered-dead&n={n}")))
+}
+
+/// `POST /console/subscriptions/{id}/end`
+pub async fn end(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Page {
+    let (_, s) = require_session(&state, &req).await?;
+    check_csrf(&s, &form.csrf)?;
+    let id = active_subscription(&state, &path).await?;
+    let mut tx = state.pool.begin().await?;
+    store::transition_in(&mut tx, id, Transition::Unsubscribed, Some("ended by an operator")).await?;
+    tx.commit().await?;
+    tracing::info!(subscription_id = %id, "ended a subscription from the console");
+    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=ended")))
+}
