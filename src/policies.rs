@@ -35,11 +35,24 @@ struct Compiled {
     validator: Option<jsonschema::Validator>,
 }
 
+/// Whether any key or string in a JSON value holds U+0000.
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 impl Compiled {
     fn new(policy: Policy) -> Result<Self, String> {
         let topic = Topic::parse(&policy.topic).map_err(|e| format!("topic: {e}"))?;
         let validator = match &policy.json_schema {
             Some(schema) if !schema.is_object() => return Err("json_schema must be a JSON Schema object".into()),
+            Some(schema) if contains_nul(schema) => {
+                return Err("json_schema must not contain NUL characters (PostgreSQL's jsonb cannot store them)".into())
+            }
             Some(schema) => Some(
                 jsonschema::validator_for(schema)
                     .map_err(|e| format!("json_schema is not a valid JSON Schema: {e}"))?,
@@ -48,6 +61,9 @@ impl Compiled {
         };
         if policy.max_bytes.is_some_and(|m| m <= 0) {
             return Err("max_bytes must be positive".into());
+        }
+        if policy.content_types.iter().flatten().any(|c| c.trim().is_empty() || c.chars().any(char::is_control)) {
+            return Err("content_types must be non-empty media types without control characters".into());
         }
         Ok(Self { topic, policy, validator })
     }
@@ -220,5 +236,16 @@ mod tests {
     fn an_invalid_schema_is_refused() {
         let p: Policy = serde_json::from_value(serde_json::json!({"topic": "t", "json_schema": {"type": 12}})).unwrap();
         assert!(Compiled::new(p).is_err());
+    }
+
+    #[test]
+    fn a_policy_postgres_could_not_store_is_refused_as_invalid() {
+        let nul_in_schema: Policy =
+            serde_json::from_value(serde_json::json!({"topic": "t", "json_schema": {"properties": {"a\0": {}}}}))
+                .unwrap();
+        assert!(Compiled::new(nul_in_schema).is_err());
+        let nul_in_type: Policy =
+            serde_json::from_value(serde_json::json!({"topic": "t", "content_types": ["text/plain\0"]})).unwrap();
+        assert!(Compiled::new(nul_in_type).is_err());
     }
 }
