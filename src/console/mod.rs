@@ -6,6 +6,7 @@
 //! go to `read_pool`, actions to the primary pool through the same functions as the admin API. Every list pages
 //! with a keyset cursor on an indexed key. Login and CSRF: see [`session`].
 
+mod charts;
 mod pages;
 mod queries;
 pub mod session;

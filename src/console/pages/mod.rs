@@ -109,3 +109,43 @@ pub struct Notice {
     done: Option<String>,
     n: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typed_time_is_read_in_the_viewers_zone() {
+        let utc = parse_time("2026-11-23T10:30", 0).unwrap();
+        assert_eq!(utc.to_rfc3339(), "2026-11-23T10:30:00+00:00");
+        let berlin = parse_time("2026-11-23T10:30", 60).unwrap();
+        assert_eq!(berlin.to_rfc3339(), "2026-11-23T09:30:00+00:00");
+        let explicit = parse_time("2026-11-23T10:30:00-05:00", 60).unwrap();
+        assert_eq!(explicit.to_rfc3339(), "2026-11-23T15:30:00+00:00", "an explicit offset wins");
+        assert!(parse_time("yesterday", 0).is_err());
+    }
+
+    #[test]
+    fn an_implausible_zone_offset_is_ignored() {
+        assert_eq!(tz(&Some("-300".into())), -300);
+        assert_eq!(tz(&Some("100000".into())), 0);
+        assert_eq!(tz(&Some("east".into())), 0);
+    }
+
+    #[test]
+    fn links_encode_their_parameters_and_leave_out_blank_ones() {
+        assert_eq!(
+            link("/console/events", &[("topic", "a b&c"), ("tag", ""), ("before", "7")]),
+            "/console/events?topic=a+b%26c&before=7"
+        );
+        assert_eq!(link("/console/events", &[("topic", "")]), "/console/events");
+    }
+
+    #[test]
+    fn notices_come_only_from_the_fixed_set() {
+        assert_eq!(flash(&Some("replayed".into()), &Some("3".into())).unwrap(), "Replay created 3 new deliveries.");
+        assert_eq!(flash(&Some("<script>".into()), &None), None);
+        assert!(text(&Some("a\0b".into())).is_err());
+        assert_eq!(text(&Some("  ".into())).unwrap(), None);
+    }
+}

@@ -100,19 +100,23 @@ pub async fn subscription(
         .into_iter()
         .map(|e| {
             let body: serde_json::Value = serde_json::from_slice(&e.body).unwrap_or_default();
-            let state = body.get("state").and_then(|v| v.as_str()).unwrap_or("changed").to_owned();
-            let detail = match &body {
-                serde_json::Value::Object(map) => map
-                    .iter()
-                    .filter(|(k, v)| k.as_str() != "state" && !v.is_null())
-                    .map(|(k, v)| match v {
-                        serde_json::Value::String(s) => format!("{k}: {s}"),
-                        other => format!("{k}: {other}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" · "),
-                _ => String::new(),
-            };
+            let text = |key: &str| body.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+            let state = text("to").or_else(|| text("state")).unwrap_or_else(|| "changed".into());
+            // What changed and why; the subscription's own fields are on the page already.
+            let mut detail: Vec<String> = Vec::new();
+            if let Some(transition) = text("transition") {
+                detail.push(match text("from") {
+                    Some(from) => format!("{transition} (from {from})"),
+                    None => transition,
+                });
+            }
+            if let Some(lease) = body.get("lease_seconds").and_then(|v| v.as_i64()) {
+                detail.push(format!("lease {lease} s"));
+            }
+            if let Some(reason) = text("reason") {
+                detail.push(format!("reason: {reason}"));
+            }
+            let detail = detail.join(" · ");
             views::HistoryRow {
                 position: e.position,
                 at: e.published_at.into(),
