@@ -4,6 +4,7 @@
 
 mod admin;
 mod forms;
+mod limits;
 mod publish;
 mod redirects;
 mod ssrf;
