@@ -7,6 +7,7 @@ mod forms;
 mod limits;
 mod publish;
 mod redirects;
+mod sql;
 mod ssrf;
 
 use sqlx::PgPool;
