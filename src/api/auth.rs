@@ -7,7 +7,7 @@
 
 use actix_web::HttpRequest;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
@@ -20,8 +20,11 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
+/// Compares the SHA-256 digests in constant time, so neither the contents nor the length of the expected value
+/// shows in the timing (a plain slice comparison returns at once when the lengths differ).
 fn same(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 pub fn require_admin(config: &HttpConfig, req: &HttpRequest) -> Result<(), ApiError> {
@@ -110,6 +113,14 @@ mod tests {
                 .insert_header(("x-tidings-signature", publish_signature("key", timestamp, body)))
                 .to_http_request();
             assert!(matches!(require_publisher(&restricted(), &req, body), Err(ApiError::Unauthorized(_))));
+        }
+    }
+
+    #[test]
+    fn tokens_match_only_when_identical_whatever_their_lengths() {
+        assert!(same("token", "token"));
+        for other in ["", "t", "toke", "tokens", "Token", "token\0"] {
+            assert!(!same("token", other), "{other:?}");
         }
     }
 

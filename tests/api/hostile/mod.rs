@@ -4,8 +4,10 @@
 
 mod admin;
 mod forms;
+mod limits;
 mod publish;
 mod redirects;
+mod sql;
 mod ssrf;
 
 use sqlx::PgPool;
