@@ -235,6 +235,7 @@ pub struct Accounting {
     pub expected: usize,
     pub delivered: usize,
     pub dead: usize,
+    /// Requests a subscriber received beyond the first per event: duplicates, and attempts it refused (5xx).
     pub duplicates: usize,
     pub lost: Vec<String>,
 }

@@ -25,7 +25,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 fn assert_nothing_lost(fault: &str, accounting: &Accounting) {
     println!(
-        "{fault}: {} event×subscription pairs: {} delivered, {} dead, {} duplicate deliveries, {} lost",
+        "{fault}: {} event×subscription pairs: {} delivered, {} dead, {} extra receipts (duplicates, and attempts the \
+         subscriber refused), {} lost",
         accounting.expected,
         accounting.delivered,
         accounting.dead,
