@@ -188,6 +188,12 @@ impl Hub {
     }
 }
 
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.logs);
+    }
+}
+
 /// A steady publish load on one topic, recording every acknowledged event, until stopped.
 pub struct Load {
     accepted: Arc<Mutex<Vec<Uuid>>>,
