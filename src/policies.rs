@@ -62,8 +62,8 @@ impl Compiled {
         if policy.max_bytes.is_some_and(|m| m <= 0) {
             return Err("max_bytes must be positive".into());
         }
-        if policy.content_types.iter().flatten().any(|c| c.trim().is_empty() || c.chars().any(char::is_control)) {
-            return Err("content_types must be non-empty media types without control characters".into());
+        for content_type in policy.content_types.iter().flatten() {
+            crate::events::validate_content_type(content_type).map_err(|e| format!("content_types: {e}"))?;
         }
         Ok(Self { topic, policy, validator })
     }
@@ -227,6 +227,13 @@ mod tests {
     #[test]
     fn size_and_content_type_limits_apply() {
         let p = compiled(serde_json::json!({"topic": "t", "max_bytes": 4, "content_types": ["text/plain"]}));
+        for bad in [
+            serde_json::json!({"topic": "t", "content_types": ["text/plain\u{0}"]}),
+            serde_json::json!({"topic": "t", "content_types": ["\u{a5}"]}),
+            serde_json::json!({"topic": "t", "json_schema": {"const": "a\u{0}"}}),
+        ] {
+            assert!(Compiled::new(serde_json::from_value(bad.clone()).unwrap()).is_err(), "{bad}");
+        }
         assert!(p.breach(&event("t", "text/plain; charset=utf-8", b"1234")).is_none());
         assert!(p.breach(&event("t", "text/plain", b"12345")).unwrap().contains("more than the 4"));
         assert!(p.breach(&event("t", "application/json", b"1")).unwrap().contains("not one of"));

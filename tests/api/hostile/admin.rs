@@ -61,6 +61,34 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Policies the admin may send, but that cannot be stored as given.
+fn bad_policies() -> Vec<Case> {
+    [
+        ("a content type with NUL", r#"{"topic": "p.topic", "content_types": ["text/plain\u0000"]}"#),
+        ("a content type that is not one", r#"{"topic": "p.topic", "content_types": ["\u00a5"]}"#),
+        ("a schema holding NUL", r#"{"topic": "p.topic", "json_schema": {"const": "a\u0000"}}"#),
+        ("a topic with CR LF", r#"{"topic": "p\r\ntopic"}"#),
+        ("a schema that is not an object", r#"{"topic": "p.topic", "json_schema": 5}"#),
+        ("a zero size", r#"{"topic": "p.topic", "max_bytes": 0}"#),
+        ("truncated JSON", r#"{"topic": "p.to"#),
+    ]
+    .into_iter()
+    .map(|(name, body)| {
+        Case::new(format!("PUT /policies with {name}"), Method::PUT, "/policies")
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn policies_that_cannot_be_stored_as_given_are_refused_with_a_reason() {
+    let app = hostile_hub().await;
+    assert_all_refused(&app, bad_policies()).await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn every_admin_route_refuses_missing_wrong_malformed_and_retired_tokens_and_stores_nothing() {
     let app = hostile_hub().await;
