@@ -146,6 +146,10 @@ TIDINGS_DELIVERY_HOST_CONCURRENCY: {{ $c.delivery.hostConcurrency | int64 | toSt
 TIDINGS_DELIVERY_BATCH: {{ $c.delivery.batch | int64 | toString | quote }}
 TIDINGS_RETRY_AFTER_MAX_SECONDS: {{ $c.delivery.retryAfterMaxSeconds | toString | quote }}
 TIDINGS_SPREAD_BATCH: {{ $c.spreadBatch | int64 | toString | quote }}
+TIDINGS_SPREAD_BATCH_JOBS: {{ $c.spreadBatchJobs | int64 | toString | quote }}
+{{- with $c.consoleSecureCookie }}
+TIDINGS_CONSOLE_SECURE_COOKIE: {{ . | quote }}
+{{- end }}
 TIDINGS_SHUTDOWN_GRACE_SECONDS: {{ $c.shutdownGraceSeconds | toString | quote }}
 {{- with include "tidings.hubUrl" . }}
 TIDINGS_HUB_URL: {{ . | quote }}
