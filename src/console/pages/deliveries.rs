@@ -20,16 +20,8 @@ pub async fn deliveries(state: web::Data<AppState>, req: HttpRequest, q: web::Qu
     let rows = queries::deliveries(&state.read_pool, wanted.as_deref(), subscription, before, PAGE).await?;
     let wanted = wanted.unwrap_or_default();
     let subscription_id = subscription.map(|s| s.to_string()).unwrap_or_default();
-    let next = (rows.len() as i64 == PAGE)
-        .then(|| {
-            rows.last().map(|d| {
-                link(
-                    "/console/deliveries",
-                    &[("state", &wanted), ("subscription_id", &subscription_id), ("before", &d.id.to_string())],
-                )
-            })
-        })
-        .flatten();
+    let filters = [("state", wanted.as_str()), ("subscription_id", subscription_id.as_str())];
+    let next = next_page(&rows, "/console/deliveries", &filters, "before", |d| d.id.to_string());
     render(views::DeliveriesPage {
         chrome: Chrome::new("Deliveries", "deliveries", &s.csrf_token),
         rows: rows.into_iter().map(views::DeliveryRow::from).collect(),

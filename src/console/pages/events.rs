@@ -41,24 +41,15 @@ pub async fn events(state: web::Data<AppState>, req: HttpRequest, q: web::Query<
     let shown = |v: &Option<String>| field(v).unwrap_or_default();
     let (topic, tag, group_id, since, until, tz_raw) =
         (shown(&q.topic), shown(&q.tag), shown(&q.group_id), shown(&q.since), shown(&q.until), shown(&q.tz));
-    let next = (rows.len() as i64 == PAGE)
-        .then(|| {
-            rows.last().map(|e| {
-                link(
-                    "/console/events",
-                    &[
-                        ("topic", &topic),
-                        ("tag", &tag),
-                        ("group_id", &group_id),
-                        ("since", &since),
-                        ("until", &until),
-                        ("tz", &tz_raw),
-                        ("before", &e.position.to_string()),
-                    ],
-                )
-            })
-        })
-        .flatten();
+    let filters = [
+        ("topic", topic.as_str()),
+        ("tag", tag.as_str()),
+        ("group_id", group_id.as_str()),
+        ("since", since.as_str()),
+        ("until", until.as_str()),
+        ("tz", tz_raw.as_str()),
+    ];
+    let next = next_page(&rows, "/console/events", &filters, "before", |e| e.position.to_string());
     render(views::EventsPage {
         chrome: Chrome::new("Events", "events", &s.csrf_token),
         rows: rows.iter().map(event_row).collect(),
@@ -94,13 +85,8 @@ pub async fn event(
         .ok_or_else(|| ConsoleError::not_found(format!("There is no event {id}.")))?;
     let after = field(&q.after).map(|a| parse_uuid(&a, "cursor")).transpose()?;
     let deliveries = queries::event_deliveries(&state.read_pool, e.position, after, PAGE).await?;
-    let next = (deliveries.len() as i64 == PAGE)
-        .then(|| {
-            deliveries
-                .last()
-                .map(|d| link(&format!("/console/events/{id}"), &[("after", &d.subscription_id.to_string())]))
-        })
-        .flatten();
+    let next =
+        next_page(&deliveries, &format!("/console/events/{id}"), &[], "after", |d| d.subscription_id.to_string());
     let shown = &e.body[..e.body.len().min(BODY_SHOWN)];
     let body = match std::str::from_utf8(shown) {
         Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {

@@ -79,6 +79,21 @@ fn tz(raw: &Option<String>) -> i64 {
 }
 
 /// A link to `path` with these query parameters (blank ones left out).
+/// The link to the page after `rows` when they fill a page: the filters kept, `cursor` set to the last row's `key`.
+fn next_page<T>(
+    rows: &[T],
+    path: &str,
+    filters: &[(&str, &str)],
+    cursor: &str,
+    key: impl Fn(&T) -> String,
+) -> Option<String> {
+    let last = rows.last().filter(|_| rows.len() as i64 == PAGE)?;
+    let position = key(last);
+    let mut params = filters.to_vec();
+    params.push((cursor, &position));
+    Some(link(path, &params))
+}
+
 fn link(path: &str, params: &[(&str, &str)]) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in params.iter().filter(|(_, v)| !v.is_empty()) {

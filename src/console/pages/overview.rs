@@ -55,9 +55,7 @@ pub async fn topics(state: web::Data<AppState>, req: HttpRequest, q: web::Query<
     let (_, s) = require_session(&state, &req).await?;
     let after = text(&q.after)?.unwrap_or_default();
     let rows = queries::topics(&state.read_pool, &after, PAGE).await?;
-    let next = (rows.len() as i64 == PAGE)
-        .then(|| rows.last().map(|r| link("/console/topics", &[("after", &r.topic)])))
-        .flatten();
+    let next = next_page(&rows, "/console/topics", &[], "after", |r| r.topic.clone());
     render(views::TopicsPage {
         chrome: Chrome::new("Topics", "topics", &s.csrf_token),
         rows: rows

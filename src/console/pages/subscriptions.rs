@@ -44,16 +44,8 @@ pub async fn subscriptions(state: web::Data<AppState>, req: HttpRequest, q: web:
     let health = queries::health(&state.read_pool, &ids).await?;
     let topic = topic.unwrap_or_default();
     let wanted = wanted.unwrap_or_default();
-    let next = (subs.len() as i64 == PAGE)
-        .then(|| {
-            subs.last().map(|last| {
-                link(
-                    "/console/subscriptions",
-                    &[("topic", &topic), ("state", &wanted), ("after", &last.id.to_string())],
-                )
-            })
-        })
-        .flatten();
+    let filters = [("topic", topic.as_str()), ("state", wanted.as_str())];
+    let next = next_page(&subs, "/console/subscriptions", &filters, "after", |s| s.id.to_string());
     render(views::SubscriptionsPage {
         chrome: Chrome::new("Subscriptions", "subscriptions", &s.csrf_token),
         rows: subs
@@ -89,13 +81,8 @@ pub async fn subscription(
     let health = queries::health(&state.read_pool, &[id]).await?;
     let history_after = field(&q.history_after).and_then(|a| a.parse::<i64>().ok()).unwrap_or(0);
     let entries = queries::history(&state.read_pool, id, history_after, PAGE).await?;
-    let history_next = (entries.len() as i64 == PAGE)
-        .then(|| {
-            entries
-                .last()
-                .map(|e| link(&format!("/console/subscriptions/{id}"), &[("history_after", &e.position.to_string())]))
-        })
-        .flatten();
+    let history_next =
+        next_page(&entries, &format!("/console/subscriptions/{id}"), &[], "history_after", |e| e.position.to_string());
     let history = entries
         .into_iter()
         .map(|e| {
