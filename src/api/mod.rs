@@ -68,6 +68,18 @@ impl AppState {
     }
 }
 
+/// Refuses a URL whose path or query carries a NUL byte (`%00`): no topic, tag, group id or id may hold one, and
+/// PostgreSQL cannot store or compare text that does, so such a request is a 400 before any handler sees it.
+async fn refuse_nul_in_url(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if req.uri().path().contains("%00") || req.uri().query().is_some_and(|q| q.contains("%00")) {
+        return Err(ApiError::bad_request("the URL must not contain a NUL character (%00)").into());
+    }
+    next.call(req).await
+}
+
 /// The API server, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -84,6 +96,7 @@ impl Application {
         let state = web::Data::new(state);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(refuse_nul_in_url))
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
                 .configure(routes)

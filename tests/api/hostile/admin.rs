@@ -95,3 +95,28 @@ async fn every_admin_route_refuses_missing_wrong_malformed_and_retired_tokens_an
     assert_all_refused(&app, cases()).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_any_admin_url_is_a_400_even_with_the_right_token() {
+    let app = hostile_hub().await;
+    let urls = [
+        (Method::GET, "/events?topic=a%00b"),
+        (Method::GET, "/events?tag=a%00"),
+        (Method::GET, "/events?group_id=a%00"),
+        (Method::GET, "/subscriptions?topic=a%00"),
+        (Method::GET, "/dry-run?topic=a%00"),
+        (Method::GET, "/groups/a%00b/progress"),
+        (Method::GET, "/stats?topic=a%00"),
+        (Method::GET, "/fetches?url=a%00"),
+        (Method::DELETE, "/policies?topic=a%00"),
+        (Method::GET, "/console/events?topic=a%00"),
+    ];
+    let cases = urls
+        .into_iter()
+        .map(|(method, url)| {
+            Case::new(format!("{method} {url}"), method, url).header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        })
+        .collect();
+    assert_all_refused(&app, cases).await;
+    app.stop().await;
+}
