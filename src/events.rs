@@ -118,6 +118,29 @@ pub fn validate_labels(tags: &[String], group_id: Option<&str>) -> Result<(), St
     Ok(())
 }
 
+/// Events as one array per column, for the `unnest` of the append statements.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    topics: Vec<&'a str>,
+    content_types: Vec<&'a str>,
+    bodies: Vec<&'a [u8]>,
+    tags: Vec<serde_json::Value>,
+    groups: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: impl Iterator<Item = &'a NewEvent> + Clone) -> Self {
+        Self {
+            ids: events.clone().map(|e| e.id).collect(),
+            topics: events.clone().map(|e| e.topic.as_str()).collect(),
+            content_types: events.clone().map(|e| e.content_type.as_str()).collect(),
+            bodies: events.clone().map(|e| e.body.as_slice()).collect(),
+            tags: events.clone().map(|e| serde_json::json!(e.tags)).collect(),
+            groups: events.map(|e| e.group_id.as_deref()).collect(),
+        }
+    }
+}
+
 /// Appends content events in one transaction (all or none) and wakes the spreader.
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>, AppendError> {
@@ -136,12 +159,7 @@ pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>,
 /// which tells replays from conflicts. See [`crate::ingest`].
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appended>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
-    let content_types: Vec<&str> = events.iter().map(|e| e.content_type.as_str()).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
-    let tags: Vec<serde_json::Value> = events.iter().map(|e| serde_json::json!(e.tags)).collect();
-    let groups: Vec<Option<&str>> = events.iter().map(|e| e.group_id.as_deref()).collect();
+    let c = Columns::of(events.iter().map(|e| &**e));
     let rows: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH inserted AS (
              INSERT INTO events (id, kind, topic, content_type, body, tags, group_id)
@@ -154,12 +172,12 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
          )
          SELECT i.id, i.position, i.published_at FROM inserted i CROSS JOIN (SELECT pg_notify($7, '')) woken",
     )
-    .bind(&ids)
-    .bind(&topics)
-    .bind(&content_types)
-    .bind(&bodies)
-    .bind(&tags)
-    .bind(&groups)
+    .bind(&c.ids)
+    .bind(&c.topics)
+    .bind(&c.content_types)
+    .bind(&c.bodies)
+    .bind(&c.tags)
+    .bind(&c.groups)
     .bind(EVENTS_CHANNEL)
     .fetch_all(pool)
     .await?;
@@ -175,12 +193,7 @@ pub async fn append_in(
     kind: EventKind,
     events: &[NewEvent],
 ) -> Result<Vec<Appended>, AppendError> {
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
-    let content_types: Vec<&str> = events.iter().map(|e| e.content_type.as_str()).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
-    let tags: Vec<serde_json::Value> = events.iter().map(|e| serde_json::json!(e.tags)).collect();
-    let groups: Vec<Option<&str>> = events.iter().map(|e| e.group_id.as_deref()).collect();
+    let c = Columns::of(events.iter());
     let inserted: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO events (id, kind, topic, content_type, body, tags, group_id)
          SELECT t.id, $1, t.topic, t.content_type, t.body,
@@ -192,12 +205,12 @@ pub async fn append_in(
          RETURNING id, position, published_at",
     )
     .bind(kind.as_str())
-    .bind(&ids)
-    .bind(&topics)
-    .bind(&content_types)
-    .bind(&bodies)
-    .bind(&tags)
-    .bind(&groups)
+    .bind(&c.ids)
+    .bind(&c.topics)
+    .bind(&c.content_types)
+    .bind(&c.bodies)
+    .bind(&c.tags)
+    .bind(&c.groups)
     .fetch_all(&mut **tx)
     .await?;
 
@@ -212,8 +225,9 @@ pub async fn append_in(
         }
         // The id was already taken (earlier, or earlier in this same request): same content or conflict.
         if existing.is_none() {
-            existing =
-                Some(sqlx::query_as("SELECT * FROM events WHERE id = ANY($1)").bind(&ids).fetch_all(&mut **tx).await?);
+            existing = Some(
+                sqlx::query_as("SELECT * FROM events WHERE id = ANY($1)").bind(&c.ids).fetch_all(&mut **tx).await?,
+            );
         }
         let stored = existing.as_ref().and_then(|rows| rows.iter().find(|r| r.id == event.id));
         match stored {
@@ -254,25 +268,64 @@ pub struct EventFilter {
     pub limit: Option<i64>,
 }
 
-/// A page of the log in position order.
-#[tracing::instrument(skip(pool))]
-pub async fn search(pool: &PgPool, f: &EventFilter, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM events
-         WHERE position > $1 AND kind = 'content' AND ($2::text IS NULL OR topic = $2)
+/// Where a page of the log starts: oldest first after a position, or newest first before one.
+#[derive(Debug, Clone, Copy)]
+pub enum Cursor {
+    After(i64),
+    Before(i64),
+}
+
+/// The filters of [`EventFilter`] on content events, as SQL over `$2`..`$6`.
+macro_rules! content_filter {
+    () => {
+        "kind = 'content' AND ($2::text IS NULL OR topic = $2)
            AND ($3::text IS NULL OR tags @> ARRAY[$3]) AND ($4::text IS NULL OR group_id = $4)
-           AND ($5::timestamptz IS NULL OR published_at >= $5) AND ($6::timestamptz IS NULL OR published_at < $6)
-         ORDER BY position LIMIT $7",
-    )
-    .bind(f.after)
-    .bind(f.topic.as_deref())
-    .bind(f.tag.as_deref())
-    .bind(f.group_id.as_deref())
-    .bind(f.since)
-    .bind(f.until)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+           AND ($5::timestamptz IS NULL OR published_at >= $5) AND ($6::timestamptz IS NULL OR published_at < $6)"
+    };
+}
+
+/// A page of the log in position order, after `f.after`.
+pub async fn search(pool: &PgPool, f: &EventFilter, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    search_page(pool, f, Cursor::After(f.after), limit).await
+}
+
+/// A page of the log from `cursor` (`f.after` is not used).
+#[tracing::instrument(skip(pool))]
+pub async fn search_page(
+    pool: &PgPool,
+    f: &EventFilter,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (sql, position) = match cursor {
+        Cursor::After(p) => (
+            concat!("SELECT * FROM events WHERE position > $1 AND ", content_filter!(), " ORDER BY position LIMIT $7"),
+            p,
+        ),
+        Cursor::Before(p) => (
+            concat!(
+                "SELECT * FROM events WHERE position < $1 AND ",
+                content_filter!(),
+                " ORDER BY position DESC LIMIT $7"
+            ),
+            p,
+        ),
+    };
+    sqlx::query_as(sql)
+        .bind(position)
+        .bind(f.topic.as_deref())
+        .bind(f.tag.as_deref())
+        .bind(f.group_id.as_deref())
+        .bind(f.since)
+        .bind(f.until)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// One event by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<StoredEvent>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(pool).await
 }
 
 /// The highest position in the log (0 when empty).

@@ -203,7 +203,8 @@ pub struct Delivery {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const DELIVERY_COLUMNS: &str =
+/// The columns of a [`Delivery`], from `outbox o LEFT JOIN events e ON e.position = o.event_position`.
+pub const DELIVERY_COLUMNS: &str =
     "o.id, o.kind, o.subscription_id, o.event_position, e.id AS event_id, o.request_id, o.state,
      o.attempts, o.due_at, o.last_status, o.last_error, o.created_at, o.finished_at";
 

@@ -196,8 +196,7 @@ impl Spreader {
     /// Whether committed or in-flight events exist beyond the cursor (so the next pass should come soon).
     async fn waiting_behind_horizon(&self) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))
-             OR EXISTS (SELECT 1 FROM spreader_cursor WHERE subscription_id IS NOT NULL)",
+            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))",
         )
         .fetch_one(&self.pool)
         .await

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{events::StoredEvent, outbox::Delivery};
+use crate::outbox::{Delivery, DELIVERY_COLUMNS};
 
 /// Deliveries counted at most up to this many; beyond it the console shows "N+".
 pub const COUNT_CAP: i64 = 100_000;
@@ -136,66 +136,6 @@ pub async fn health(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Health>, sqlx::Er
     .fetch_all(pool)
     .await
 }
-
-/// One entry of a subscription's lifecycle, as appended to the log.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct HistoryEntry {
-    pub position: i64,
-    pub published_at: DateTime<Utc>,
-    pub body: Vec<u8>,
-}
-
-/// A page of a subscription's lifecycle history, oldest first, after `after`.
-pub async fn history(pool: &PgPool, id: Uuid, after: i64, limit: i64) -> Result<Vec<HistoryEntry>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT position, published_at, body FROM events
-         WHERE kind = 'subscription' AND group_id = $1 AND position > $2 ORDER BY position LIMIT $3",
-    )
-    .bind(id.to_string())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Filters of the events page.
-#[derive(Debug, Default, Clone)]
-pub struct EventSearch {
-    pub topic: Option<String>,
-    pub tag: Option<String>,
-    pub group_id: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// A page of content events, newest first, before position `before`.
-pub async fn events(pool: &PgPool, f: &EventSearch, before: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM events
-         WHERE position < $1 AND kind = 'content' AND ($2::text IS NULL OR topic = $2)
-           AND ($3::text IS NULL OR tags @> ARRAY[$3]) AND ($4::text IS NULL OR group_id = $4)
-           AND ($5::timestamptz IS NULL OR published_at >= $5) AND ($6::timestamptz IS NULL OR published_at < $6)
-         ORDER BY position DESC LIMIT $7",
-    )
-    .bind(before)
-    .bind(f.topic.as_deref())
-    .bind(f.tag.as_deref())
-    .bind(f.group_id.as_deref())
-    .bind(f.since)
-    .bind(f.until)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// One event by id.
-pub async fn event(pool: &PgPool, id: Uuid) -> Result<Option<StoredEvent>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(pool).await
-}
-
-const DELIVERY_COLUMNS: &str =
-    "o.id, o.kind, o.subscription_id, o.event_position, e.id AS event_id, o.request_id, o.state,
-     o.attempts, o.due_at, o.last_status, o.last_error, o.created_at, o.finished_at";
 
 /// A page of deliveries newest first, before id `before`, by state and/or subscription.
 pub async fn deliveries(

@@ -333,13 +333,32 @@ pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Subscription>, 
 
 /// The lifecycle of one subscription, as appended to the log, oldest first.
 pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<(i64, DateTime<Utc>, serde_json::Value)>, sqlx::Error> {
-    let rows: Vec<(i64, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
-        "SELECT position, published_at, body FROM events WHERE kind = 'subscription' AND group_id = $1 ORDER BY position",
+    let rows = history_page(pool, id, 0, i64::MAX).await?;
+    Ok(rows
+        .into_iter()
+        .map(|h| (h.position, h.published_at, serde_json::from_slice(&h.body).unwrap_or_default()))
+        .collect())
+}
+
+/// One entry of a subscription's lifecycle, as appended to the log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryEntry {
+    pub position: i64,
+    pub published_at: DateTime<Utc>,
+    pub body: Vec<u8>,
+}
+
+/// A page of a subscription's lifecycle history, oldest first, after position `after`.
+pub async fn history_page(pool: &PgPool, id: Uuid, after: i64, limit: i64) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, published_at, body FROM events
+         WHERE kind = 'subscription' AND group_id = $1 AND position > $2 ORDER BY position LIMIT $3",
     )
     .bind(id.to_string())
+    .bind(after)
+    .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(p, at, body)| (p, at, serde_json::from_slice(&body).unwrap_or_default())).collect())
+    .await
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

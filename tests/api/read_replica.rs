@@ -22,8 +22,13 @@ async fn searches_read_from_the_replica_while_publishes_go_to_the_primary() {
 
     assert_eq!(app.event_count().await, 1, "the publish was written to the primary");
     assert_eq!(topics(&app.admin_get("/events").await), ["seen-on-the-replica"]);
+    let on_replica =
+        crate::spreader::insert_subscription(&replica.pool, "seen-on-the-replica", "http://127.0.0.1:9/cb", "active")
+            .await;
     let subscriptions = app.admin_get("/subscriptions").await;
-    assert!(subscriptions.is_object(), "subscription search answers from the replica");
+    let listed: Vec<&str> =
+        subscriptions["subscriptions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [on_replica.to_string()], "subscription search answers from the replica");
 
     app.stop().await;
     replica.stop().await;

@@ -39,8 +39,6 @@ pub enum VerifyReply {
     WrongChallenge,
     /// This status and an empty body.
     Status(u16),
-    /// 302 Found to this location.
-    Redirect(String),
 }
 
 #[derive(Debug)]
@@ -143,9 +141,6 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 VerifyReply::WrongChallenge => HttpResponse::Ok().body(format!("not-{challenge}")),
                 VerifyReply::Status(s) => {
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(*s).unwrap()).finish()
-                }
-                VerifyReply::Redirect(location) => {
-                    HttpResponse::Found().insert_header(("Location", location.clone())).finish()
                 }
             }
         } else {

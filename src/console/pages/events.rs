@@ -1,6 +1,7 @@
 //! Events: search the log, and one event with its deliveries.
 
 use super::*;
+use crate::events::Cursor;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
@@ -29,15 +30,16 @@ fn event_row(e: &crate::events::StoredEvent) -> views::EventRow {
 pub async fn events(state: web::Data<AppState>, req: HttpRequest, q: web::Query<EventsQuery>) -> Page {
     let (_, s) = require_session(&state, &req).await?;
     let offset = tz(&q.tz);
-    let search = queries::EventSearch {
+    let search = crate::events::EventFilter {
         topic: text(&q.topic)?,
         tag: text(&q.tag)?,
         group_id: text(&q.group_id)?,
         since: field(&q.since).map(|t| parse_time(&t, offset)).transpose()?,
         until: field(&q.until).map(|t| parse_time(&t, offset)).transpose()?,
+        ..Default::default()
     };
     let before = field(&q.before).and_then(|b| b.parse::<i64>().ok()).unwrap_or(i64::MAX);
-    let rows = queries::events(&state.read_pool, &search, before, PAGE).await?;
+    let rows = crate::events::search_page(&state.read_pool, &search, Cursor::Before(before), PAGE).await?;
     let shown = |v: &Option<String>| field(v).unwrap_or_default();
     let (topic, tag, group_id, since, until, tz_raw) =
         (shown(&q.topic), shown(&q.tag), shown(&q.group_id), shown(&q.since), shown(&q.until), shown(&q.tz));
@@ -80,7 +82,7 @@ pub async fn event(
 ) -> Page {
     let (_, s) = require_session(&state, &req).await?;
     let id = parse_uuid(&path, "event id")?;
-    let e = queries::event(&state.read_pool, id)
+    let e = crate::events::get(&state.read_pool, id)
         .await?
         .ok_or_else(|| ConsoleError::not_found(format!("There is no event {id}.")))?;
     let after = field(&q.after).map(|a| parse_uuid(&a, "cursor")).transpose()?;

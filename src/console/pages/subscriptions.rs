@@ -80,7 +80,7 @@ pub async fn subscription(
         .ok_or_else(|| ConsoleError::not_found(format!("There is no subscription {id}.")))?;
     let health = queries::health(&state.read_pool, &[id]).await?;
     let history_after = field(&q.history_after).and_then(|a| a.parse::<i64>().ok()).unwrap_or(0);
-    let entries = queries::history(&state.read_pool, id, history_after, PAGE).await?;
+    let entries = store::history_page(&state.read_pool, id, history_after, PAGE).await?;
     let history_next =
         next_page(&entries, &format!("/console/subscriptions/{id}"), &[], "history_after", |e| e.position.to_string());
     let history = entries
