@@ -15,7 +15,7 @@ use crate::{
     deliverer::{transport::HttpTransport, Deliverer},
     fetcher,
     metrics::Metrics,
-    ops_server,
+    ops_server, partitions,
     policies::Policies,
     spreader,
 };
@@ -57,6 +57,11 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
     let mut tasks = JoinSet::new();
     let mut api_port = None;
     let mut metrics_port = None;
+    // Before anything is served: partitions for what is about to be written.
+    if let Err(e) = partitions::maintain(&pool, &config.partitions, chrono::Utc::now()).await {
+        tracing::error!(error = %e, "could not create time partitions; trying again shortly");
+    }
+    tasks.spawn(partitions_task(pool.clone(), config.partitions.clone(), token.clone()));
     if roles.api {
         let wakeup = Arc::new(Notify::new());
         let policies = Arc::new(Policies::new(pool.clone()));
@@ -110,6 +115,15 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
         });
     }
     Ok(Running { api_port, metrics_port, pool, token, tasks })
+}
+
+async fn partitions_task(
+    pool: PgPool,
+    config: crate::config::PartitionConfig,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    partitions::run_until_stopped(pool, config, token).await;
+    Ok(())
 }
 
 impl Running {

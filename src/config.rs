@@ -40,6 +40,8 @@ pub struct Config {
     pub hub: HubConfig,
     #[command(flatten)]
     pub delivery: DeliveryConfig,
+    #[command(flatten)]
+    pub partitions: PartitionConfig,
     /// Events the callbacks spreader reads per transaction.
     #[arg(long, env = "TIDINGS_SPREAD_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub spread_batch: u32,
@@ -150,6 +152,49 @@ pub struct DeliveryConfig {
     pub shutdown_grace: Duration,
 }
 
+/// Time partitions of the log, the outbox and the attempt history, and how long they are kept.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionConfig {
+    /// Length of one time partition (`1d`, `6h`, `10m`; at least `1m`). Each period's events, delivery jobs and
+    /// attempts share one partition of each table.
+    #[arg(long, env = "TIDINGS_PARTITION_INTERVAL", default_value = "1d", value_parser = parse_interval)]
+    pub partition_interval: Duration,
+    /// How long history is kept (`7d`, `90d`, `1y`), or `forever`. Partitions that ended longer ago than this are
+    /// dropped whole once none of their jobs is still pending.
+    #[arg(long, env = "TIDINGS_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub retention: Retention,
+}
+
+/// How long history is kept: `None` keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::retry::parse_duration_within(s.trim(), Duration::from_secs(366 * 86_400))?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("`{s}` is shorter than one minute"));
+    }
+    Ok(d)
+}
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    let s = s.trim();
+    if s == "forever" {
+        return Ok(Retention(None));
+    }
+    let d = match s.strip_suffix('y') {
+        Some(years) => {
+            let n: u64 = years.parse().map_err(|_| format!("`{s}` is not a duration like 7d, 90d or 1y"))?;
+            Duration::from_secs(n.saturating_mul(365 * 86_400))
+        }
+        None => crate::retry::parse_duration_within(s, Duration::from_secs(100 * 365 * 86_400))?,
+    };
+    if d < Duration::from_secs(60) {
+        return Err(format!("`{s}` is shorter than one minute"));
+    }
+    Ok(Retention(Some(d)))
+}
+
 impl Config {
     /// Checks relations between values that no single parser can see.
     pub fn validate(&self) -> Result<(), String> {
@@ -171,6 +216,11 @@ impl Config {
         }
         if !matches!(self.database.database_url.0.scheme(), "postgres" | "postgresql") {
             return Err("DATABASE_URL: must be a postgres:// URL".into());
+        }
+        if let Retention(Some(keep)) = self.partitions.retention {
+            if keep < self.partitions.partition_interval {
+                return Err("TIDINGS_RETENTION: must not be shorter than TIDINGS_PARTITION_INTERVAL".into());
+            }
         }
         if let Some(read) = &self.database.database_read_url {
             if !matches!(read.0.scheme(), "postgres" | "postgresql") {
@@ -251,6 +301,21 @@ mod tests {
     fn a_bad_listen_address_names_the_variable() {
         let err = parse(&["tidings", "--listen", "nowhere"]).unwrap_err();
         assert!(err.contains("TIDINGS_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_forever_and_never_shorter_than_a_partition() {
+        let config = parse(&["tidings"]).expect("defaults");
+        assert_eq!(config.partitions.retention, Retention(Some(Duration::from_secs(7 * 86_400))));
+        assert_eq!(config.partitions.partition_interval, Duration::from_secs(86_400));
+        let config = parse(&["tidings", "--retention", "forever"]).expect("forever");
+        assert_eq!(config.partitions.retention, Retention(None));
+        let config = parse(&["tidings", "--retention", "2y"]).expect("years");
+        assert_eq!(config.partitions.retention, Retention(Some(Duration::from_secs(2 * 365 * 86_400))));
+        let err = parse(&["tidings", "--retention", "1h", "--partition-interval", "1d"]).unwrap_err();
+        assert!(err.contains("TIDINGS_RETENTION"), "{err}");
+        let err = parse(&["tidings", "--partition-interval", "30s"]).unwrap_err();
+        assert!(err.contains("TIDINGS_PARTITION_INTERVAL"), "{err}");
     }
 
     #[test]

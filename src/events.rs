@@ -1,8 +1,11 @@
 //! The event log: appending (idempotently, in one transaction per request) and reading by position.
 //!
-//! Owns the `events` table. Rows are never updated or deleted (a trigger refuses it). An event id may be given
-//! by the publisher; appending an id again with identical content returns the original row and writes nothing,
-//! while different content under the same id is a conflict and the whole request writes nothing.
+//! Owns the `events` table. Rows are never updated or deleted (a trigger refuses it); retention drops whole
+//! time partitions ([`crate::partitions`]). An event id may be given by the publisher; appending an id again with
+//! identical content returns the original row and writes nothing, while different content under the same id is a
+//! conflict and the whole request writes nothing. Ids stay unique across partitions although no unique index can
+//! span them: an append carrying ids from a publisher holds [`ID_CHECK_LOCK`] while it looks for them and inserts,
+//! so two such appends never both find an id missing; ids the hub generates itself (UUIDv7) need no check.
 //! Failure policy: every error rolls the request's transaction back; nothing is partially appended.
 
 use chrono::{DateTime, Utc};
@@ -19,6 +22,10 @@ pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_BYTES: usize = 128;
 pub const MAX_GROUP_ID_BYTES: usize = 256;
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+/// The transaction-level advisory lock held by appends whose ids came from publishers (`hashtext` of
+/// `tidings_event_ids`, a fixed key no other lock uses).
+pub const ID_CHECK_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('tidings_event_ids', 0))";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -41,6 +48,9 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub id: Uuid,
+    /// The id came from the publisher (or a retried fetch), so the log may already hold it; a fresh id the hub
+    /// generated cannot be there and is not looked up.
+    pub id_from_publisher: bool,
     pub topic: Topic,
     pub content_type: String,
     pub body: Vec<u8>,
@@ -153,12 +163,38 @@ pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>,
     Ok(appended)
 }
 
-/// Appends content events that must all be new, in one statement (its own durable transaction) that also wakes
-/// the spreader: positions follow the order given. All or none: if any id is already in the log (or appears
-/// twice), the statement fails and writes nothing; the caller then appends request by request with [`append`],
-/// which tells replays from conflicts. See [`crate::ingest`].
+/// Why [`append_new`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("an event id of the group is already in the log or appears twice")]
+    NotNew,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Appends content events that must all be new, in one durable transaction that also wakes the spreader:
+/// positions follow the order given. All or none: if any id is already in the log (or appears twice), nothing is
+/// written; the caller then appends request by request with [`append`], which tells replays from conflicts. A
+/// group of fresh ids is one statement; a group holding ids from publishers first takes [`ID_CHECK_LOCK`] and
+/// looks for them. See [`crate::ingest`].
 #[tracing::instrument(skip_all, fields(count = events.len()))]
-pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appended>, sqlx::Error> {
+pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appended>, GroupError> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    if !events.iter().all(|e| seen.insert(e.id)) {
+        return Err(GroupError::NotNew);
+    }
+    let given: Vec<Uuid> = events.iter().filter(|e| e.id_from_publisher).map(|e| e.id).collect();
+    let mut tx = pool.begin().await?;
+    if !given.is_empty() {
+        sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
+        let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = ANY($1))")
+            .bind(&given)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken {
+            return Err(GroupError::NotNew);
+        }
+    }
     let c = Columns::of(events.iter().map(|e| &**e));
     let rows: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH inserted AS (
@@ -179,8 +215,9 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     .bind(&c.tags)
     .bind(&c.groups)
     .bind(EVENTS_CHANNEL)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(id, position, published_at)| Appended { id, position, published_at, replayed: false })
@@ -193,7 +230,17 @@ pub async fn append_in(
     kind: EventKind,
     events: &[NewEvent],
 ) -> Result<Vec<Appended>, AppendError> {
-    let c = Columns::of(events.iter());
+    let given: Vec<Uuid> = events.iter().filter(|e| e.id_from_publisher).map(|e| e.id).collect();
+    let mut taken: Vec<Uuid> = Vec::new();
+    if !given.is_empty() {
+        sqlx::query(ID_CHECK_LOCK).execute(&mut **tx).await?;
+        taken =
+            sqlx::query_scalar("SELECT id FROM events WHERE id = ANY($1)").bind(&given).fetch_all(&mut **tx).await?;
+    }
+    // Each id once, and none the log already holds: the rest are answered from the log below.
+    let mut seen: std::collections::HashSet<Uuid> = taken.into_iter().collect();
+    let fresh: Vec<&NewEvent> = events.iter().filter(|e| seen.insert(e.id)).collect();
+    let c = Columns::of(fresh.iter().copied());
     let inserted: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO events (id, kind, topic, content_type, body, tags, group_id)
          SELECT t.id, $1, t.topic, t.content_type, t.body,
@@ -201,7 +248,6 @@ pub async fn append_in(
          FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::text[])
               WITH ORDINALITY AS t(id, topic, content_type, body, tags, group_id, n)
          ORDER BY t.n
-         ON CONFLICT (id) DO NOTHING
          RETURNING id, position, published_at",
     )
     .bind(kind.as_str())
@@ -226,7 +272,10 @@ pub async fn append_in(
         // The id was already taken (earlier, or earlier in this same request): same content or conflict.
         if existing.is_none() {
             existing = Some(
-                sqlx::query_as("SELECT * FROM events WHERE id = ANY($1)").bind(&c.ids).fetch_all(&mut **tx).await?,
+                sqlx::query_as("SELECT * FROM events WHERE id = ANY($1)")
+                    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+                    .fetch_all(&mut **tx)
+                    .await?,
             );
         }
         let stored = existing.as_ref().and_then(|rows| rows.iter().find(|r| r.id == event.id));

@@ -77,8 +77,10 @@ impl Fetcher {
         let Some((id, topic, attempts)) = claimed else { return Ok(FetchOutcome::Idle) };
         match self.fetch(&topic).await {
             Ok(fetched) => {
+                // The fetch's id: appending again after a crash finds it in the log instead of writing twice.
                 let event = NewEvent {
                     id,
+                    id_from_publisher: true,
                     topic: Topic::parse(&topic)?,
                     content_type: fetched.content_type,
                     body: fetched.body,

@@ -3,7 +3,7 @@
 //!
 //! A group is one INSERT of every event of every request in it, run as its own transaction (committed with the
 //! server's durable `synchronous_commit`), which also wakes the spreader. All or none: an event id already in the
-//! log (an idempotent replay or a conflict) fails the whole statement and nothing of it is written. Whenever a
+//! log (an idempotent replay or a conflict) fails the whole group and nothing of it is written. Whenever a
 //! group fails, for that reason or any other, each of its requests is appended again on its own exactly as a lone
 //! request is ([`events::append`]), so one request's replay, conflict or error never changes another's answer. A
 //! group whose commit succeeded but whose answer was lost (a dropped connection) is answered by that retry as an

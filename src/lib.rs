@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops_server;
 pub mod outbox;
+pub mod partitions;
 pub mod policies;
 pub mod retry;
 pub mod spreader;

@@ -15,8 +15,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let mut database = config.database.clone();
             database.migrate_on_start = true;
-            db::connect(&database, 1).await?;
-            tracing::info!("migrations applied");
+            let pool = db::connect(&database, 1).await?;
+            tidings::partitions::ensure(&pool, &config.partitions, chrono::Utc::now(), chrono::Utc::now()).await?;
+            tracing::info!("migrations applied and time partitions created");
             Ok(())
         }
         Command::Serve => app::run_process(config, Roles::API).await,

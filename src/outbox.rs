@@ -17,6 +17,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
+    /// The job's time partition (its event's publish time, or when a verification was requested).
+    pub logged_at: DateTime<Utc>,
     pub kind: String,
     pub subscription_id: Uuid,
     /// Attempts including this one.
@@ -47,24 +49,25 @@ pub async fn claim(
     sqlx::query_as(
         "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
          candidates AS (
-             SELECT o.id, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+             SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
              WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
              ORDER BY o.due_at, o.id LIMIT $1 * 4
              FOR UPDATE OF o SKIP LOCKED
          ), picked AS (
-             SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n FROM candidates) r
+             SELECT id, logged_at FROM (SELECT id, logged_at, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
+                                        FROM candidates) r
              WHERE n <= $3 ORDER BY id LIMIT $1
          ), claimed AS (
              UPDATE outbox o SET attempts = o.attempts + 1,
                     due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
-             FROM picked WHERE o.id = picked.id
-             RETURNING o.id, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
+             FROM picked WHERE o.id = picked.id AND o.logged_at = picked.logged_at
+             RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
          )
-         SELECT c.id, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
+         SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
                 s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
                 e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
          FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
-              LEFT JOIN events e ON e.position = c.event_position
+              LEFT JOIN events e ON e.position = c.event_position AND e.published_at = c.logged_at
               CROSS JOIN relaxed
          ORDER BY c.id",
     )
@@ -109,6 +112,7 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub job_id: i64,
+    pub logged_at: DateTime<Utc>,
     pub attempt_number: i32,
     pub next: Next,
     pub attempt: Option<Attempt>,
@@ -118,17 +122,20 @@ pub struct Outcome {
 /// Records a batch of outcomes in one transaction: job states and attempt rows.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut ids = Vec::new();
+    let mut logged = Vec::new();
     let mut states = Vec::new();
     let mut delays: Vec<Option<f64>> = Vec::new();
     let mut statuses: Vec<Option<i32>> = Vec::new();
     let mut errors: Vec<Option<String>> = Vec::new();
-    let mut released = Vec::new();
+    let (mut released, mut released_logged) = (Vec::new(), Vec::new());
     for o in outcomes {
         if o.next == Next::Released {
             released.push(o.job_id);
+            released_logged.push(o.logged_at);
             continue;
         }
         ids.push(o.job_id);
+        logged.push(o.logged_at);
         let (state, delay) = match &o.next {
             Next::Delivered => ("delivered", None),
             Next::Retry(d) => ("pending", Some(d.as_secs_f64())),
@@ -149,18 +156,21 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
              UPDATE outbox o SET state = t.state, leased_until = NULL, last_status = t.status, last_error = t.error,
                     due_at = CASE WHEN t.delay IS NULL THEN o.due_at ELSE now() + make_interval(secs => t.delay) END,
                     finished_at = CASE WHEN t.state = 'pending' THEN NULL ELSE now() END
-             FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[]) AS t(id, state, delay, status, error)
-             WHERE o.id = t.id AND o.state = 'pending'
+             FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[], $15::timestamptz[])
+                  AS t(id, state, delay, status, error, logged_at)
+             WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.state = 'pending'
              RETURNING 1
          ), released AS (
-             UPDATE outbox SET due_at = now(), leased_until = NULL, attempts = attempts - 1
-             WHERE id = ANY($6) AND state = 'pending'
+             UPDATE outbox o SET due_at = now(), leased_until = NULL, attempts = o.attempts - 1
+             FROM unnest($6::bigint[], $16::timestamptz[]) AS t(id, logged_at)
+             WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.state = 'pending'
              RETURNING 1
          ), recorded AS (
              INSERT INTO delivery_attempts
-                 (outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome)
+                 (outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome,
+                  logged_at)
              SELECT * FROM unnest($7::bigint[], $8::int[], $9::timestamptz[], $10::int[], $11::int[], $12::text[],
-                                  $13::text[], $14::text[])
+                                  $13::text[], $14::text[], $17::timestamptz[])
              RETURNING 1
          )
          SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded)
@@ -180,6 +190,9 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     .bind(attempts.iter().map(|(_, a)| a.error_class.clone()).collect::<Vec<_>>())
     .bind(attempts.iter().map(|(_, a)| a.excerpt.clone()).collect::<Vec<_>>())
     .bind(attempts.iter().map(|(_, a)| a.outcome).collect::<Vec<_>>())
+    .bind(&logged)
+    .bind(&released_logged)
+    .bind(attempts.iter().map(|(o, _)| o.logged_at).collect::<Vec<_>>())
     .execute(pool)
     .await?;
     Ok(())
@@ -203,7 +216,7 @@ pub struct Delivery {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of a [`Delivery`], from `outbox o LEFT JOIN events e ON e.position = o.event_position`.
+/// The columns of a [`Delivery`], from `outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at`.
 pub const DELIVERY_COLUMNS: &str =
     "o.id, o.kind, o.subscription_id, o.event_position, e.id AS event_id, o.request_id, o.state,
      o.attempts, o.due_at, o.last_status, o.last_error, o.created_at, o.finished_at";
@@ -265,7 +278,7 @@ pub struct DeliveryFilter {
 
 pub async fn list(pool: &PgPool, f: &DeliveryFilter, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position
+        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
          WHERE ($1::uuid IS NULL OR o.subscription_id = $1) AND ($2::uuid IS NULL OR e.id = $2)
            AND ($3::text IS NULL OR o.state = $3) AND ($4::text IS NULL OR o.kind = $4)
            AND ($5::timestamptz IS NULL OR o.created_at >= $5) AND ($6::timestamptz IS NULL OR o.created_at < $6)
@@ -286,7 +299,7 @@ pub async fn list(pool: &PgPool, f: &DeliveryFilter, limit: i64) -> Result<Vec<D
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<Delivery>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position WHERE o.id = $1"
+        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at WHERE o.id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)

@@ -200,6 +200,7 @@ mod tests {
     fn event(topic: &str, content_type: &str, body: &[u8]) -> NewEvent {
         NewEvent {
             id: Uuid::now_v7(),
+            id_from_publisher: false,
             topic: Topic::parse(topic).unwrap(),
             content_type: content_type.into(),
             body: body.to_vec(),

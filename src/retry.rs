@@ -68,8 +68,13 @@ impl FromStr for RetrySchedule {
     }
 }
 
-/// Parses `250ms`, `5s`, `5m`, `2h` or `1d`.
+/// Parses `250ms`, `5s`, `5m`, `2h` or `1d`, at most 30 days.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, Duration::from_secs(30 * 86_400))
+}
+
+/// Parses `250ms`, `5s`, `5m`, `2h` or `1d`, at most `max`.
+pub fn parse_duration_within(s: &str, max: Duration) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 5s, 5m or 2h"))?;
@@ -81,8 +86,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(format!("`{s}` has no unit (ms, s, m, h or d)")),
     };
-    let ms =
-        n.checked_mul(unit_ms).filter(|ms| *ms <= 30 * 86_400_000).ok_or(format!("`{s}` is longer than 30 days"))?;
+    let ms = n
+        .checked_mul(unit_ms)
+        .filter(|ms| u128::from(*ms) <= max.as_millis())
+        .ok_or(format!("`{s}` is longer than {} days", max.as_secs() / 86_400))?;
     Ok(Duration::from_millis(ms))
 }
 

@@ -10,7 +10,8 @@
 //! The cost: a long-running transaction anywhere in the cluster holds spreading back until it ends (visible as
 //! spreader lag). A work table filled in the publish transaction would avoid that but doubles every write.
 //!
-//! Exactly once per (event, subscription): jobs are inserted with `ON CONFLICT DO NOTHING` on that unique key,
+//! Exactly once per (event, subscription): jobs are inserted with `ON CONFLICT DO NOTHING` on that unique key
+//! (which also holds the event's publish time: a job lives in its event's time partition),
 //! and the cursor advances in the same transaction as the jobs it wrote; a crash anywhere repeats work but
 //! neither duplicates nor loses it. Replicas take turns on the cursor row (`FOR UPDATE SKIP LOCKED`): one spreads,
 //! the others find it locked and wait, so running several gives neither duplicates nor gaps.
@@ -59,7 +60,7 @@ const SPREAD_SQL: &str = concat!(
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
      cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor FOR UPDATE SKIP LOCKED),
      batch AS (
-         SELECT e.position, e.txid, e.topic, e.kind,
+         SELECT e.position, e.txid, e.topic, e.kind, e.published_at,
                 CASE WHEN (e.txid, e.position) = (c.txid, c.position) THEN c.subscription_id END AS after_id
          FROM events e, cursor c
          WHERE (e.txid, e.position) >= (c.txid, c.position)
@@ -67,7 +68,7 @@ const SPREAD_SQL: &str = concat!(
            AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY e.txid, e.position LIMIT $1
      ), pairs AS MATERIALIZED (
-         SELECT b.txid, b.position, m.id FROM batch b
+         SELECT b.txid, b.position, b.published_at, m.id FROM batch b
          CROSS JOIN LATERAL (
              SELECT id FROM (",
     matching_subscriptions!("b.topic"),
@@ -76,9 +77,9 @@ const SPREAD_SQL: &str = concat!(
          WHERE b.kind = 'content'
          ORDER BY b.txid, b.position, m.id LIMIT $3
      ), jobs AS (
-         INSERT INTO outbox (kind, subscription_id, event_position)
-         SELECT 'deliver', p.id, p.position FROM pairs p ORDER BY p.txid, p.position, p.id
-         ON CONFLICT (event_position, subscription_id) DO NOTHING
+         INSERT INTO outbox (kind, subscription_id, event_position, logged_at)
+         SELECT 'deliver', p.id, p.position, p.published_at FROM pairs p ORDER BY p.txid, p.position, p.id
+         ON CONFLICT (event_position, subscription_id, logged_at) DO NOTHING
          RETURNING 1
      ), partial AS (
          SELECT p.txid, p.position, p.id FROM pairs p WHERE (SELECT count(*) FROM pairs) >= $3

@@ -68,7 +68,7 @@ pub async fn delivery_stats(
     sqlx::query_as(
         "WITH jobs AS (
              SELECT o.id, o.subscription_id, e.topic, o.state, o.finished_at, e.published_at
-             FROM outbox o JOIN events e ON e.position = o.event_position
+             FROM outbox o JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
              WHERE o.kind = 'deliver' AND o.created_at >= $1 AND o.created_at < $2
                AND ($3::text IS NULL OR e.topic = $3) AND ($4::uuid IS NULL OR o.subscription_id = $4)
          ), tries AS (
@@ -121,15 +121,15 @@ pub async fn replay(
     let mut tx = pool.begin().await?;
     let (created, last, scanned): (i64, Option<i64>, i64) = sqlx::query_as(
         "WITH matched AS (
-             SELECT e.position FROM subscriptions s JOIN events e
+             SELECT e.position, e.published_at FROM subscriptions s JOIN events e
                  ON tidings_topic_matches(s.topic, s.pattern_prefix, e.topic)
              WHERE s.id = $1 AND e.kind = 'content' AND e.position >= $2
                AND ($3::timestamptz IS NULL OR e.published_at >= $3)
              ORDER BY e.position LIMIT $4
          ), created AS (
-             INSERT INTO outbox (kind, subscription_id, event_position)
-             SELECT 'deliver', $1, position FROM matched ORDER BY position
-             ON CONFLICT (event_position, subscription_id) DO NOTHING
+             INSERT INTO outbox (kind, subscription_id, event_position, logged_at)
+             SELECT 'deliver', $1, position, published_at FROM matched ORDER BY position
+             ON CONFLICT (event_position, subscription_id, logged_at) DO NOTHING
              RETURNING 1
          )
          SELECT (SELECT count(*) FROM created), (SELECT max(position) FROM matched), (SELECT count(*) FROM matched)",

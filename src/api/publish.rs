@@ -92,6 +92,7 @@ impl EventInput {
         };
         events::validate_labels(&self.tags, self.group_id.as_deref()).map_err(at)?;
         Ok(NewEvent {
+            id_from_publisher: self.id.is_some(),
             id: self.id.unwrap_or_else(Uuid::now_v7),
             topic,
             content_type,
@@ -175,13 +176,15 @@ pub async fn publish_raw(
         .to_str()
         .map_err(|_| ApiError::bad_request("the Content-Type header is not valid text"))?;
     let content_type = events::validate_content_type(content_type).map_err(ApiError::BadRequest)?;
-    let id = match query.id.as_deref().or_else(|| req.headers().get("idempotency-key").and_then(|v| v.to_str().ok())) {
-        Some(raw) => Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("id must be a UUID"))?,
-        None => Uuid::now_v7(),
-    };
+    let (id, id_from_publisher) =
+        match query.id.as_deref().or_else(|| req.headers().get("idempotency-key").and_then(|v| v.to_str().ok())) {
+            Some(raw) => (Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("id must be a UUID"))?, true),
+            None => (Uuid::now_v7(), false),
+        };
     let tags: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "tag").map(|(_, v)| v).collect();
     events::validate_labels(&tags, query.group_id.as_deref()).map_err(ApiError::BadRequest)?;
-    let event = NewEvent { id, topic, content_type, body: body.to_vec(), tags, group_id: query.group_id };
+    let event =
+        NewEvent { id, id_from_publisher, topic, content_type, body: body.to_vec(), tags, group_id: query.group_id };
     let appended = append(&state, vec![event], "raw").await?;
     let mut response = if appended[0].replayed { HttpResponse::Ok() } else { HttpResponse::Created() };
     if appended[0].replayed {

@@ -146,7 +146,7 @@ pub async fn deliveries(
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position
+        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
          WHERE o.id < $1 AND ($2::text IS NULL OR o.state = $2) AND ($3::uuid IS NULL OR o.subscription_id = $3)
          ORDER BY o.id DESC LIMIT $4"
     ))
@@ -166,7 +166,7 @@ pub async fn event_deliveries(
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position
+        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
          WHERE o.event_position = $1 AND ($2::uuid IS NULL OR o.subscription_id > $2)
          ORDER BY o.subscription_id LIMIT $3"
     ))

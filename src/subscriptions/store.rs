@@ -158,6 +158,7 @@ pub async fn transition_in(
     });
     let event = NewEvent {
         id: Uuid::now_v7(),
+        id_from_publisher: false,
         topic: Topic::parse(&row.topic).map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
         content_type: "application/json".into(),
         body: serde_json::to_vec(&body).expect("JSON serialises"),

@@ -11,6 +11,7 @@ mod publish;
 mod read_replica;
 #[allow(dead_code)]
 mod receiver;
+mod retention;
 #[allow(dead_code)]
 mod spreader;
 mod subscriptions;

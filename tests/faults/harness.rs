@@ -272,7 +272,7 @@ pub async fn account(pool: &PgPool, receivers: &[&Receiver], acknowledged: &[Uui
         }
         let ids: Vec<Uuid> = missing.iter().map(|(_, id)| *id).collect();
         let dead_with_attempts: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox o JOIN events e ON e.position = o.event_position
+            "SELECT count(*) FROM outbox o JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
              WHERE e.id = ANY($1) AND o.state = 'dead'
                AND EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.outbox_id = o.id)",
         )

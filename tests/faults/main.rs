@@ -199,7 +199,7 @@ async fn a_subscriber_that_never_answers_does_not_starve_the_others() {
     // Published → delivered latency for the healthy subscriber stays low although the silent one holds requests.
     let slowest: f64 = sqlx::query_scalar(
         "SELECT coalesce(max(extract(epoch FROM a.started_at - e.published_at)), 0)::float8
-         FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id JOIN events e ON e.position = o.event_position
+         FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
          JOIN subscriptions s ON s.id = o.subscription_id
          WHERE s.callback NOT LIKE '%/silent' AND a.outcome = 'delivered'",
     )

@@ -1,0 +1,180 @@
+//! Time partitions of the event log, the outbox and the attempt history, and retention.
+//!
+//! Owns `log_partitions` and the partitions themselves (the SQL functions `tidings_ensure_partitions`,
+//! `tidings_partition_blockers` and `tidings_drop_partition` of the migration that partitions the tables). Every
+//! process keeps partitions created ahead of need — at start, before it serves anything, and then a few times per
+//! period — so an insert always finds its partition; the work is serialised in the database, so any number of
+//! processes may do it.
+//!
+//! Retention is the one way history leaves the log: a period whose end lies longer ago than `TIDINGS_RETENTION`
+//! is dropped whole (its events, jobs and attempts together), and never while one of its jobs is still pending
+//! (a delivery inside its retry window, a verification not yet settled) or one of its events is not yet spread.
+//! Such a period is kept, and dropped on a later pass once those jobs are delivered or dead. Each drop is logged
+//! with the period and the bytes it freed.
+//!
+//! Failure policy: a pass that fails (database down, lock not granted in time) is logged and tried again at the
+//! next pass; dropping waits at most a short lock timeout, so it never stalls publishing or delivery for longer.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PartitionConfig, Retention};
+
+/// Tries per pass of a drop whose locks were not granted in time.
+const DROP_TRIES: u32 = 5;
+
+/// A period retention has dealt with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expired {
+    /// Dropped, freeing this many bytes.
+    Dropped { suffix: String, bytes: i64 },
+    /// Kept because jobs of it are still pending or events of it are not yet spread.
+    Kept { suffix: String, pending: i64, unspread: i64 },
+}
+
+/// Partitions must reach this far ahead of `now`.
+pub fn horizon(config: &PartitionConfig, now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(config.partition_interval * 2).unwrap_or(chrono::Duration::days(2))
+}
+
+/// Creates the partitions missing between `from` and the horizon ahead of `now`; returns how many.
+#[tracing::instrument(skip(pool, config))]
+pub async fn ensure(
+    pool: &PgPool,
+    config: &PartitionConfig,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<i32, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    let created: i32 = sqlx::query_scalar("SELECT tidings_ensure_partitions($1, $2, make_interval(secs => $3))")
+        .bind(from)
+        .bind(horizon(config, now))
+        .bind(config.partition_interval.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if created > 0 {
+        tracing::info!(created, "created time partitions ahead of need");
+    }
+    Ok(created)
+}
+
+/// Drops every live period that ended before `now - retention` and nothing still needs.
+#[tracing::instrument(skip(pool, config))]
+pub async fn expire(pool: &PgPool, config: &PartitionConfig, now: DateTime<Utc>) -> Result<Vec<Expired>, sqlx::Error> {
+    let Retention(Some(keep)) = config.retention else { return Ok(Vec::new()) };
+    let before = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let suffixes: Vec<String> = sqlx::query_scalar(
+        "SELECT suffix FROM log_partitions WHERE dropped_at IS NULL AND ends_at <= $1 ORDER BY starts_at",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await?;
+    let mut outcomes = Vec::new();
+    for suffix in suffixes {
+        let (pending, unspread): (i64, i64) =
+            sqlx::query_as("SELECT pending, unspread FROM tidings_partition_blockers($1)")
+                .bind(&suffix)
+                .fetch_one(pool)
+                .await?;
+        if pending > 0 || unspread > 0 {
+            tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish");
+            outcomes.push(Expired::Kept { suffix, pending, unspread });
+            continue;
+        }
+        match drop_period(pool, &suffix).await? {
+            Some(bytes) => {
+                tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log");
+                outcomes.push(Expired::Dropped { suffix, bytes });
+            }
+            None => outcomes.push(Expired::Kept { suffix, pending: 0, unspread: 0 }),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// One drop in its own short transaction, tried again a few times when its locks are not granted in time.
+async fn drop_period(pool: &PgPool, suffix: &str) -> Result<Option<i64>, sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            // How long a drop may wait for its table locks before trying again.
+            sqlx::query("SET LOCAL lock_timeout = '300ms'").execute(&mut *tx).await?;
+            let bytes: Option<i64> =
+                sqlx::query_scalar("SELECT tidings_drop_partition($1)").bind(suffix).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(bytes)
+        };
+        match attempt.await {
+            Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) && tries + 1 < DROP_TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// lock_not_available (lock_timeout) or deadlock_detected: someone else held a table; try again shortly.
+fn is_lock_conflict(code: Option<&str>) -> bool {
+    matches!(code, Some("55P03" | "40P01"))
+}
+
+/// One maintenance pass: partitions ahead of `now`, then retention.
+pub async fn maintain(
+    pool: &PgPool,
+    config: &PartitionConfig,
+    now: DateTime<Utc>,
+) -> Result<Vec<Expired>, sqlx::Error> {
+    ensure(pool, config, now, now).await?;
+    expire(pool, config, now).await
+}
+
+/// How often a process looks after its partitions: four times per period, at least once a minute.
+pub fn check_every(config: &PartitionConfig) -> Duration {
+    (config.partition_interval / 4).clamp(Duration::from_secs(5), Duration::from_secs(60))
+}
+
+/// Keeps partitions ahead of need and applies retention until cancelled.
+pub async fn run_until_stopped(pool: PgPool, config: PartitionConfig, token: CancellationToken) {
+    let every = check_every(&config);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = token.cancelled() => return,
+        }
+        if let Err(e) = maintain(&pool, &config, Utc::now()).await {
+            tracing::error!(error = %e, "partition maintenance failed; trying again at the next pass");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval_secs: u64) -> PartitionConfig {
+        PartitionConfig {
+            partition_interval: Duration::from_secs(interval_secs),
+            retention: Retention(Some(Duration::from_secs(7 * 86_400))),
+        }
+    }
+
+    #[test]
+    fn partitions_reach_two_periods_ahead() {
+        let now = Utc::now();
+        assert_eq!(horizon(&config(60), now) - now, chrono::Duration::seconds(120));
+        assert_eq!(horizon(&config(86_400), now) - now, chrono::Duration::days(2));
+    }
+
+    #[test]
+    fn maintenance_runs_several_times_per_period_but_at_most_once_a_minute() {
+        assert_eq!(check_every(&config(60)), Duration::from_secs(15));
+        assert_eq!(check_every(&config(86_400)), Duration::from_secs(60));
+    }
+}

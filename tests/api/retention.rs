@@ -1,0 +1,189 @@
+//! Time partitions and retention: periods are created ahead of need, an expired period is dropped whole, and a
+//! period whose delivery is still pending is kept until that delivery has finished.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tidings::{
+    app::Roles,
+    config::{PartitionConfig, Retention},
+    partitions::{self, Expired},
+};
+use uuid::Uuid;
+
+use crate::{
+    helpers::{eventually, spawn_app_with, test_config, TestApp},
+    receiver::Receiver,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn daily_keeping_one_day() -> PartitionConfig {
+    PartitionConfig { partition_interval: DAY, retention: Retention(Some(DAY)) }
+}
+
+/// Live periods, oldest first: (suffix, start).
+async fn live_periods(app: &TestApp) -> Vec<(String, DateTime<Utc>)> {
+    sqlx::query_as("SELECT suffix, starts_at FROM log_partitions WHERE dropped_at IS NULL ORDER BY starts_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn table_exists(app: &TestApp, name: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(name).fetch_one(&app.pool).await.unwrap()
+}
+
+/// Appends a content event as if it had been published at `at` (the spreader then fans it out as usual).
+async fn insert_event_at(app: &TestApp, topic: &str, at: DateTime<Utc>) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (id, topic, content_type, body, published_at) VALUES ($1, $2, 'text/plain', 'old', $3)",
+    )
+    .bind(id)
+    .bind(topic)
+    .bind(at)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('tidings_events', '')").execute(&app.pool).await.unwrap();
+    id
+}
+
+async fn events_with_id(app: &TestApp, id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE id = $1").bind(id).fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_new_hub_has_partitions_from_now_to_two_periods_ahead() {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    let app = spawn_app_with(config, Roles::ALL).await;
+    let (first, last): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT min(starts_at), max(ends_at) FROM log_partitions").fetch_one(&app.pool).await.unwrap();
+    let now = Utc::now();
+    assert!(first <= now && now - first < chrono::Duration::days(1), "the first period holds now: {first}");
+    assert!(last >= now + chrono::Duration::days(2), "periods reach two days ahead: {last}");
+    assert_eq!(app.publish(json!({"topic": "t", "body": 1})).await.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn processes_creating_partitions_at_the_same_moment_create_each_period_once() {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    let app = spawn_app_with(config.clone(), Roles::API).await;
+    let now = Utc::now();
+    let ahead = now + chrono::Duration::days(10);
+    let runs = (0..4).map(|_| partitions::ensure(&app.pool, &config.partitions, now, ahead));
+    let created: Vec<i32> = futures_util::future::try_join_all(runs).await.expect("concurrent creation succeeds");
+    assert_eq!(created.iter().sum::<i32>(), 10, "ten more days, each created by exactly one caller: {created:?}");
+    let overlapping: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM log_partitions a JOIN log_partitions b
+           ON a.suffix < b.suffix AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(overlapping, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is_still_pending() {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    // A failed delivery waits an hour before its next attempt: it stays pending through the test.
+    config.delivery.retry_schedule = "1h".parse().unwrap();
+    let app = spawn_app_with(config.clone(), Roles::ALL).await;
+    let now = Utc::now();
+    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(3), now).await.unwrap();
+    let periods = live_periods(&app).await;
+    let (kept_suffix, kept_start) = periods[0].clone();
+    let (dropped_suffix, dropped_start) = periods[1].clone();
+
+    let failing = Receiver::start().await;
+    let healthy = Receiver::start().await;
+    app.subscribe_active("old.failing", &failing.url("/hook"), &[]).await;
+    app.subscribe_active("old.healthy", &healthy.url("/hook"), &[]).await;
+    failing.set_status(500);
+    let pending_event = insert_event_at(&app, "old.failing", kept_start + chrono::Duration::minutes(1)).await;
+    let delivered_event = insert_event_at(&app, "old.healthy", dropped_start + chrono::Duration::minutes(1)).await;
+    let current: serde_json::Value =
+        app.publish(json!({"topic": "old.healthy", "body": "today"})).await.json().await.unwrap();
+    eventually(WAIT, "both healthy deliveries", || async { (healthy.deliveries().len() == 2).then_some(()) }).await;
+    eventually(WAIT, "the failed first attempt", || async {
+        let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (attempts == 1).then_some(())
+    })
+    .await;
+
+    let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Expired::Kept { suffix, pending: 1, .. } if *suffix == kept_suffix)),
+        "the period with a pending delivery is kept: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Expired::Dropped { suffix, bytes } if *suffix == dropped_suffix && *bytes > 0)),
+        "the delivered period is dropped: {outcomes:?}"
+    );
+    assert_eq!(events_with_id(&app, delivered_event).await, 0, "the expired event left the log");
+    assert!(!table_exists(&app, &format!("outbox_p{dropped_suffix}")).await, "its jobs went with it");
+    assert!(!table_exists(&app, &format!("delivery_attempts_p{dropped_suffix}")).await, "and its attempts");
+    assert_eq!(events_with_id(&app, pending_event).await, 1, "the event with a pending job is still there");
+    let id: Uuid = current["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(events_with_id(&app, id).await, 1, "today's event is untouched");
+    let page = app.admin_get("/deliveries?state=pending&kind=deliver").await;
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 1, "the pending delivery is still queued: {page}");
+
+    // Once that delivery has finished, the next pass drops its period too.
+    failing.set_status(204);
+    sqlx::query("UPDATE outbox SET due_at = now() WHERE state = 'pending' AND kind = 'deliver'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('tidings_outbox', '')").execute(&app.pool).await.unwrap();
+    eventually(WAIT, "the retried delivery", || async { (!failing.deliveries().is_empty()).then_some(()) }).await;
+    let outcomes = eventually(WAIT, "the kept period to be dropped", || async {
+        let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Expired::Dropped { suffix, .. } if *suffix == kept_suffix))
+            .then_some(outcomes)
+    })
+    .await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(events_with_id(&app, pending_event).await, 0);
+    let dropped: i64 = sqlx::query_scalar("SELECT count(*) FROM log_partitions WHERE dropped_at IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(dropped, 2, "both drops are recorded");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retention_keeps_a_period_whose_events_are_not_yet_spread_and_forever_keeps_everything() {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    // No spreader runs: the old event stays unspread.
+    let app = spawn_app_with(config.clone(), Roles::API).await;
+    let now = Utc::now();
+    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(2), now).await.unwrap();
+    let (suffix, start) = live_periods(&app).await[0].clone();
+    let event = insert_event_at(&app, "t", start + chrono::Duration::minutes(1)).await;
+    let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+    assert_eq!(outcomes, vec![Expired::Kept { suffix, pending: 0, unspread: 1 }]);
+    assert_eq!(events_with_id(&app, event).await, 1);
+
+    let forever = PartitionConfig { retention: Retention(None), ..daily_keeping_one_day() };
+    assert_eq!(partitions::expire(&app.pool, &forever, now + chrono::Duration::days(365)).await.unwrap(), vec![]);
+    app.stop().await;
+}
