@@ -97,6 +97,21 @@ async fn republishing_an_id_with_the_same_content_writes_no_second_row() {
 }
 
 #[tokio::test]
+async fn concurrent_publishes_of_one_id_write_it_once_whatever_partition_holds_it() {
+    let app = spawn_app().await;
+    let id = "0190b7a2-8d55-7cc4-9a2f-1b2c3d4e5f61";
+    let same = (0..16).map(|_| app.publish(json!({"id": id, "topic": "t", "body": {"a": 1}})));
+    let statuses: Vec<u16> = futures_util::future::join_all(same).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 200), "{statuses:?}");
+    let other = (0..8).map(|i| app.publish(json!({"id": id, "topic": "t", "body": {"a": 100 + i}})));
+    let statuses: Vec<u16> = futures_util::future::join_all(other).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 409), "other content under the same id conflicts: {statuses:?}");
+    assert_eq!(app.event_count().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_log_refuses_update_and_delete() {
     let app = spawn_app().await;
     app.publish(json!({"topic": "t", "body": 1})).await;

@@ -147,6 +147,8 @@ TIDINGS_DELIVERY_BATCH: {{ $c.delivery.batch | int64 | toString | quote }}
 TIDINGS_RETRY_AFTER_MAX_SECONDS: {{ $c.delivery.retryAfterMaxSeconds | toString | quote }}
 TIDINGS_SPREAD_BATCH: {{ $c.spreadBatch | int64 | toString | quote }}
 TIDINGS_SPREAD_BATCH_JOBS: {{ $c.spreadBatchJobs | int64 | toString | quote }}
+TIDINGS_PARTITION_INTERVAL: {{ $c.partitionInterval | quote }}
+TIDINGS_RETENTION: {{ $c.retention | quote }}
 {{- with $c.consoleSecureCookie }}
 TIDINGS_CONSOLE_SECURE_COOKIE: {{ . | quote }}
 {{- end }}
