@@ -184,17 +184,29 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
         return Err(GroupError::NotNew);
     }
     let given: Vec<Uuid> = events.iter().filter(|e| e.id_from_publisher).map(|e| e.id).collect();
-    let mut tx = pool.begin().await?;
-    if !given.is_empty() {
-        sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
-        let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = ANY($1))")
-            .bind(&given)
-            .fetch_one(&mut *tx)
-            .await?;
-        if taken {
-            return Err(GroupError::NotNew);
-        }
+    if given.is_empty() {
+        // Fresh ids only: one statement, its own transaction, one round trip.
+        return Ok(insert_group(pool, events).await?);
     }
+    let mut tx = pool.begin().await?;
+    sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
+    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = ANY($1))")
+        .bind(&given)
+        .fetch_one(&mut *tx)
+        .await?;
+    if taken {
+        return Err(GroupError::NotNew);
+    }
+    let appended = insert_group(&mut *tx, events).await?;
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// The INSERT of a group, in order, waking the spreader.
+async fn insert_group<'c>(
+    db: impl sqlx::Executor<'c, Database = Postgres>,
+    events: &[&NewEvent],
+) -> Result<Vec<Appended>, sqlx::Error> {
     let c = Columns::of(events.iter().map(|e| &**e));
     let rows: Vec<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH inserted AS (
@@ -215,9 +227,8 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     .bind(&c.tags)
     .bind(&c.groups)
     .bind(EVENTS_CHANNEL)
-    .fetch_all(&mut *tx)
+    .fetch_all(db)
     .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(id, position, published_at)| Appended { id, position, published_at, replayed: false })

@@ -31,6 +31,8 @@ pub struct Metrics {
     outbox_oldest_due_seconds: Gauge,
     subscriptions: IntGaugeVec,
     pool_connections: IntGaugeVec,
+    log_partitions: IntGauge,
+    log_oldest_period_seconds: Gauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -111,6 +113,19 @@ impl Metrics {
                 "Database pool connections of this process (idle, in_use, max).",
                 "state",
             ),
+            log_partitions: register(
+                &r,
+                IntGauge::new("tidings_log_partitions", "Live time periods of the log (each one partition per table).")
+                    .expect("valid metric"),
+            ),
+            log_oldest_period_seconds: register(
+                &r,
+                Gauge::new(
+                    "tidings_log_oldest_period_seconds",
+                    "Age of the end of the oldest live period: above TIDINGS_RETENTION, pending jobs are holding it.",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         })
     }
@@ -149,6 +164,13 @@ impl Metrics {
         self.outbox_oldest_due_seconds.set(oldest_due.unwrap_or(0.0));
         self.spreader_lag_events.set(lag_positions.max(0));
         self.spreader_lag_seconds.set(lag_seconds.unwrap_or(0.0));
+        let (periods, oldest_end): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(ends_at))::float8 FROM log_partitions WHERE dropped_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.log_partitions.set(periods);
+        self.log_oldest_period_seconds.set(oldest_end.unwrap_or(0.0).max(0.0));
         let states: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM subscriptions GROUP BY state").fetch_all(pool).await?;
         for state in ["pending", "active", "expired", "unsubscribed", "denied"] {

@@ -41,6 +41,8 @@ async fn metrics_count_what_an_end_to_end_run_did() {
     assert_eq!(sample(&page, "tidings_spreader_lag_positions"), 0.0);
     assert_eq!(sample(&page, "tidings_publish_seconds_count"), 1.0);
     assert!(sample(&page, r#"tidings_db_pool_connections{state="max"}"#) >= 1.0);
+    assert_eq!(sample(&page, "tidings_log_partitions"), 3.0, "today and two days ahead");
+    assert_eq!(sample(&page, "tidings_log_oldest_period_seconds"), 0.0, "the oldest period has not ended yet");
     app.stop().await;
 }
 
