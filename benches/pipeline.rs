@@ -13,6 +13,8 @@ mod publisher;
 mod receiver;
 #[path = "pipeline/report.rs"]
 mod report;
+#[path = "pipeline/variants.rs"]
+mod variants;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -20,9 +22,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use sqlx::{Connection, PgConnection};
 
-use hub::{Binaries, Hub};
+use hub::Hub;
 use publisher::{Load, Target};
 use report::Figures;
+use variants::Variant;
 
 const TOPIC: &str = "bench";
 
@@ -102,60 +105,6 @@ fn scenario(name: &str) -> anyhow::Result<Scenario> {
     Ok(Scenario { name, fanout, fixed_rate, slow })
 }
 
-#[derive(Debug, Clone)]
-struct Variant {
-    label: String,
-    bins: Binaries,
-    env: Vec<(String, String)>,
-}
-
-fn parse_env(pairs: &str) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').with_context(|| format!("`{p}` is not KEY=VALUE"))?;
-            Ok((k.trim().to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
-fn variants(args: &Args) -> anyhow::Result<Vec<Variant>> {
-    let mut base_env = vec![("TIDINGS_SHUTDOWN_GRACE_SECONDS".to_owned(), "1".to_owned())];
-    for e in &args.hub_env {
-        base_env.extend(parse_env(e)?);
-    }
-    let mut builds = Vec::new();
-    if args.bins.is_empty() || args.bins.iter().any(|b| b == ".") {
-        builds.push(Binaries::this_checkout()?);
-    }
-    for dir in args.bins.iter().filter(|b| *b != ".") {
-        builds.push(Binaries::from_dir(dir.as_ref())?);
-    }
-    let mut envs = Vec::new();
-    for v in &args.variants {
-        let (label, pairs) = v.split_once(':').unwrap_or((v.as_str(), ""));
-        envs.push((label.to_owned(), parse_env(pairs)?));
-    }
-    if envs.is_empty() {
-        envs.push((String::new(), Vec::new()));
-    }
-    let mut out = Vec::new();
-    for bins in &builds {
-        for (label, env) in &envs {
-            let mut full = base_env.clone();
-            full.extend(env.iter().cloned());
-            let label = match (builds.len() > 1, label.is_empty()) {
-                (true, true) => bins.label.clone(),
-                (true, false) => format!("{} {label}", bins.label),
-                (false, _) => label.clone(),
-            };
-            out.push(Variant { label, bins: bins.clone(), env: full });
-        }
-    }
-    Ok(out)
-}
-
 fn load(args: &Args, sc: Scenario, duration: f64) -> Load {
     let duration = if sc.fanout >= 100 { duration.min(args.wide_duration) } else { duration };
     Load {
@@ -185,33 +134,8 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let logs = args.logs.join(format!("{}-{run}", sc.name));
     let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, &logs).await?;
     let client = publisher::client();
-    for url in &receivers.urls {
-        let response = client
-            .post(format!("{}/", hub.api))
-            .form(&[("hub.mode", "subscribe"), ("hub.topic", TOPIC), ("hub.callback", url)])
-            .send()
-            .await?;
-        if response.status().as_u16() != 202 {
-            bail!("subscribing {url} answered {}", response.status());
-        }
-    }
+    hub.subscribe(&client, TOPIC, &receivers.urls, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE state = 'active'").fetch_one(&mut db).await?;
-        if active as usize == sc.fanout {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "only {active} of {} subscriptions were verified ({} challenges answered)",
-                sc.fanout,
-                receivers.recorder.verified()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let bytes_before = hub::database_bytes(&mut db).await?;
     let target = Target::Hub { url: format!("{}/events/raw?topic={TOPIC}", hub.api) };
     let published = publisher::run(client, target, load(args, sc, args.duration)).await;
@@ -245,11 +169,15 @@ async fn run_direct(args: &Args, sc: Scenario) -> anyhow::Result<Figures> {
     Ok(Figures::measure(&published, &recorder))
 }
 
+fn command() -> String {
+    std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios = args.scenario.iter().map(|s| scenario(s.trim())).collect::<anyhow::Result<Vec<_>>>()?;
-    let variants = variants(&args)?;
+    let variants = variants::variants(&args.bins, &[], &args.hub_env, &args.variants)?;
     receiver::now_ns();
     let mut table = report::Table::new(&variants.iter().map(|v| v.label.clone()).collect::<Vec<_>>());
     for run in 0..args.runs {
@@ -267,8 +195,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let command = std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ");
     println!("{}", table.render(&scenarios.iter().map(|s| s.name).collect::<Vec<_>>()));
-    println!("medians of {} run(s); reproduce with: cargo bench --bench pipeline -- {command}", args.runs);
+    println!("medians of {} run(s); reproduce with: cargo bench --bench pipeline -- {}", args.runs, command());
     Ok(())
 }

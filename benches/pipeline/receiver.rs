@@ -115,11 +115,12 @@ impl Recorder {
     }
 
     /// (lost, duplicates) over the accepted events, for the measured subscribers.
-    pub fn lost_and_duplicates(&self, accepted: &[u64]) -> (u64, u64) {
+    pub fn lost_and_duplicates(&self, accepted: impl IntoIterator<Item = u64>) -> (u64, u64) {
         let (mut lost, mut dup) = (0, 0);
-        for sub in self.subscribers.iter().filter(|s| !s.slow) {
-            let counts = sub.counts.lock().expect("counts lock");
-            for &seq in accepted {
+        let counts: Vec<_> =
+            self.subscribers.iter().filter(|s| !s.slow).map(|s| s.counts.lock().expect("counts lock")).collect();
+        for seq in accepted {
+            for counts in &counts {
                 match counts.get(seq as usize).copied().unwrap_or(0) {
                     0 => lost += 1,
                     n => dup += u64::from(n - 1),
