@@ -1,10 +1,13 @@
 //! The pipeline benchmark: the release binaries of Tidings as separate processes against a fresh database,
 //! fast receivers on 127.0.0.1 subscribed through real WebSub verification, a publisher that stamps each event
 //! with its send time, and the same load POSTed straight at the receivers as the ceiling. Prints the medians of
-//! several runs per scenario as a table, and the command line that reproduces it.
+//! several runs per scenario as a table, and the command line that reproduces it. The soak (`--scenario soak`)
+//! is one long run at a fixed rate, reported window by window; see `pipeline/soak.rs`.
 //!
-//! `cargo bench --bench pipeline` runs every scenario; `-- --help` lists the flags.
+//! `cargo bench --bench pipeline` runs every scenario but the soak; `-- --help` lists the flags.
 
+#[path = "pipeline/histogram.rs"]
+mod histogram;
 #[path = "pipeline/hub.rs"]
 mod hub;
 #[path = "pipeline/publisher.rs"]
@@ -13,8 +16,16 @@ mod publisher;
 mod receiver;
 #[path = "pipeline/report.rs"]
 mod report;
+#[path = "pipeline/soak.rs"]
+mod soak;
+#[path = "pipeline/soak_report.rs"]
+mod soak_report;
+#[path = "pipeline/tables.rs"]
+mod tables;
 #[path = "pipeline/variants.rs"]
 mod variants;
+#[path = "pipeline/windows.rs"]
+mod windows;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -34,6 +45,7 @@ const TOPIC: &str = "bench";
 struct Args {
     /// Scenarios to run, comma-separated: fanout1, fanout10, fanout100 (maximum rate), steady (fixed rate, fan-out
     /// 1), ten (fixed rate, ten fast subscribers), slow (fixed rate, ten subscribers of which one answers after 2 s).
+    /// `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
     #[arg(long, value_delimiter = ',', default_value = "fanout1,fanout10,fanout100,steady,ten,slow")]
     scenario: Vec<String>,
     /// Seconds of publishing per run.
@@ -55,6 +67,21 @@ struct Args {
     /// Seconds of publishing straight at the receivers, per run (the ceiling); 0 skips it.
     #[arg(long, default_value_t = 10.0)]
     direct_duration: f64,
+    /// Events per second of the soak.
+    #[arg(long, default_value_t = 2000.0)]
+    soak_rate: f64,
+    /// Seconds of publishing of the soak.
+    #[arg(long, default_value_t = 1800.0)]
+    soak_duration: f64,
+    /// Seconds per row of the soak.
+    #[arg(long, default_value_t = 60.0)]
+    soak_window: f64,
+    /// Seconds at the start and at the end of the soak its summary compares.
+    #[arg(long, default_value_t = 300.0)]
+    soak_compare: f64,
+    /// Subscribers of the soak.
+    #[arg(long, default_value_t = 1)]
+    soak_fanout: usize,
     /// Give up waiting for deliveries after this many seconds without progress (what is missing then is lost).
     #[arg(long, default_value_t = 60.0)]
     drain_timeout: f64,
@@ -62,7 +89,8 @@ struct Args {
     /// runs (A/B); `.` is this checkout's release build.
     #[arg(long = "bins")]
     bins: Vec<String>,
-    /// Environment for the hub processes (KEY=VALUE), applied to every variant.
+    /// Environment for the hub processes (KEY=VALUE), applied to every variant. The soak's hub gets
+    /// TIDINGS_PARTITION_INTERVAL=1m and TIDINGS_RETENTION=5m unless this sets them.
     #[arg(long = "hub-env")]
     hub_env: Vec<String>,
     /// Alternative environments to compare in the same runs, each `label:KEY=VALUE,KEY=VALUE`.
@@ -173,12 +201,41 @@ fn command() -> String {
     std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
 }
 
+async fn run_soak(args: &Args) -> anyhow::Result<()> {
+    if args.scenario.len() > 1 {
+        bail!("the soak runs on its own: --scenario soak");
+    }
+    if !(args.soak_rate > 0.0 && args.soak_duration > 0.0 && args.soak_window > 0.0 && args.soak_fanout > 0) {
+        bail!("--soak-rate, --soak-duration, --soak-window and --soak-fanout must be positive");
+    }
+    let variants = variants::variants(&args.bins, &soak::DEFAULT_ENV, &args.hub_env, &args.variants)?;
+    let [variant] = variants.as_slice() else {
+        bail!("the soak runs one build with one environment; it got {} variants", variants.len());
+    };
+    let settings = soak::Settings {
+        rate: args.soak_rate,
+        duration: Duration::from_secs_f64(args.soak_duration),
+        window: Duration::from_secs_f64(args.soak_window),
+        compare: Duration::from_secs_f64(args.soak_compare.max(0.0)),
+        fanout: args.soak_fanout,
+        concurrency: args.concurrency,
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+        database_server: args.database_server.clone(),
+        logs: args.logs.clone(),
+        command: command(),
+    };
+    soak::run(&settings, variant).await
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    receiver::now_ns();
+    if args.scenario.iter().any(|s| s.trim() == "soak") {
+        return run_soak(&args).await;
+    }
     let scenarios = args.scenario.iter().map(|s| scenario(s.trim())).collect::<anyhow::Result<Vec<_>>>()?;
     let variants = variants::variants(&args.bins, &[], &args.hub_env, &args.variants)?;
-    receiver::now_ns();
     let mut table = report::Table::new(&variants.iter().map(|v| v.label.clone()).collect::<Vec<_>>());
     for run in 0..args.runs {
         for &sc in &scenarios {

@@ -217,6 +217,14 @@ impl Hub {
         Ok(())
     }
 
+    /// The processes that have exited, each with its exit status.
+    pub fn exited(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(name, child)| child.try_wait().ok().flatten().map(|status| format!("{name} ({status})")))
+            .collect()
+    }
+
     /// Peak resident memory (VmHWM) of each process, in bytes, in the order of [`PROCESSES`].
     pub fn peak_rss(&self) -> Vec<u64> {
         self.children.iter().map(|(_, c)| status_kb(c.id(), "VmHWM:").unwrap_or(0) * 1024).collect()

@@ -65,3 +65,15 @@ pub fn variants(
     }
     Ok(out)
 }
+
+/// The environment as the processes see it: one entry per key, the last value given winning.
+pub fn effective(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in env {
+        match out.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v.clone(),
+            None => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
+}
