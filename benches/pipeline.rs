@@ -1,10 +1,13 @@
 //! The pipeline benchmark: the release binaries of Tidings as separate processes against a fresh database,
 //! fast receivers on 127.0.0.1 subscribed through real WebSub verification, a publisher that stamps each event
 //! with its send time, and the same load POSTed straight at the receivers as the ceiling. Prints the medians of
-//! several runs per scenario as a table, and the command line that reproduces it.
+//! several runs per scenario as a table, and the command line that reproduces it. The soak (`--scenario soak`)
+//! is one long run at a fixed rate, reported window by window; see `pipeline/soak.rs`.
 //!
-//! `cargo bench --bench pipeline` runs every scenario; `-- --help` lists the flags.
+//! `cargo bench --bench pipeline` runs every scenario but the soak; `-- --help` lists the flags.
 
+#[path = "pipeline/histogram.rs"]
+mod histogram;
 #[path = "pipeline/hub.rs"]
 mod hub;
 #[path = "pipeline/publisher.rs"]
@@ -13,6 +16,16 @@ mod publisher;
 mod receiver;
 #[path = "pipeline/report.rs"]
 mod report;
+#[path = "pipeline/soak.rs"]
+mod soak;
+#[path = "pipeline/soak_report.rs"]
+mod soak_report;
+#[path = "pipeline/tables.rs"]
+mod tables;
+#[path = "pipeline/variants.rs"]
+mod variants;
+#[path = "pipeline/windows.rs"]
+mod windows;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -20,9 +33,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use sqlx::{Connection, PgConnection};
 
-use hub::{Binaries, Hub};
+use hub::Hub;
 use publisher::{Load, Target};
 use report::Figures;
+use variants::Variant;
 
 const TOPIC: &str = "bench";
 
@@ -31,6 +45,7 @@ const TOPIC: &str = "bench";
 struct Args {
     /// Scenarios to run, comma-separated: fanout1, fanout10, fanout100 (maximum rate), steady (fixed rate, fan-out
     /// 1), ten (fixed rate, ten fast subscribers), slow (fixed rate, ten subscribers of which one answers after 2 s).
+    /// `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
     #[arg(long, value_delimiter = ',', default_value = "fanout1,fanout10,fanout100,steady,ten,slow")]
     scenario: Vec<String>,
     /// Seconds of publishing per run.
@@ -52,6 +67,21 @@ struct Args {
     /// Seconds of publishing straight at the receivers, per run (the ceiling); 0 skips it.
     #[arg(long, default_value_t = 10.0)]
     direct_duration: f64,
+    /// Events per second of the soak.
+    #[arg(long, default_value_t = 2000.0)]
+    soak_rate: f64,
+    /// Seconds of publishing of the soak.
+    #[arg(long, default_value_t = 1800.0)]
+    soak_duration: f64,
+    /// Seconds per row of the soak.
+    #[arg(long, default_value_t = 60.0)]
+    soak_window: f64,
+    /// Seconds at the start and at the end of the soak its summary compares.
+    #[arg(long, default_value_t = 300.0)]
+    soak_compare: f64,
+    /// Subscribers of the soak.
+    #[arg(long, default_value_t = 1)]
+    soak_fanout: usize,
     /// Give up waiting for deliveries after this many seconds without progress (what is missing then is lost).
     #[arg(long, default_value_t = 60.0)]
     drain_timeout: f64,
@@ -59,7 +89,8 @@ struct Args {
     /// runs (A/B); `.` is this checkout's release build.
     #[arg(long = "bins")]
     bins: Vec<String>,
-    /// Environment for the hub processes (KEY=VALUE), applied to every variant.
+    /// Environment for the hub processes (KEY=VALUE), applied to every variant. The soak's hub gets
+    /// TIDINGS_PARTITION_INTERVAL=1m and TIDINGS_RETENTION=5m unless this sets them.
     #[arg(long = "hub-env")]
     hub_env: Vec<String>,
     /// Alternative environments to compare in the same runs, each `label:KEY=VALUE,KEY=VALUE`.
@@ -102,60 +133,6 @@ fn scenario(name: &str) -> anyhow::Result<Scenario> {
     Ok(Scenario { name, fanout, fixed_rate, slow })
 }
 
-#[derive(Debug, Clone)]
-struct Variant {
-    label: String,
-    bins: Binaries,
-    env: Vec<(String, String)>,
-}
-
-fn parse_env(pairs: &str) -> anyhow::Result<Vec<(String, String)>> {
-    pairs
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').with_context(|| format!("`{p}` is not KEY=VALUE"))?;
-            Ok((k.trim().to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
-fn variants(args: &Args) -> anyhow::Result<Vec<Variant>> {
-    let mut base_env = vec![("TIDINGS_SHUTDOWN_GRACE_SECONDS".to_owned(), "1".to_owned())];
-    for e in &args.hub_env {
-        base_env.extend(parse_env(e)?);
-    }
-    let mut builds = Vec::new();
-    if args.bins.is_empty() || args.bins.iter().any(|b| b == ".") {
-        builds.push(Binaries::this_checkout()?);
-    }
-    for dir in args.bins.iter().filter(|b| *b != ".") {
-        builds.push(Binaries::from_dir(dir.as_ref())?);
-    }
-    let mut envs = Vec::new();
-    for v in &args.variants {
-        let (label, pairs) = v.split_once(':').unwrap_or((v.as_str(), ""));
-        envs.push((label.to_owned(), parse_env(pairs)?));
-    }
-    if envs.is_empty() {
-        envs.push((String::new(), Vec::new()));
-    }
-    let mut out = Vec::new();
-    for bins in &builds {
-        for (label, env) in &envs {
-            let mut full = base_env.clone();
-            full.extend(env.iter().cloned());
-            let label = match (builds.len() > 1, label.is_empty()) {
-                (true, true) => bins.label.clone(),
-                (true, false) => format!("{} {label}", bins.label),
-                (false, _) => label.clone(),
-            };
-            out.push(Variant { label, bins: bins.clone(), env: full });
-        }
-    }
-    Ok(out)
-}
-
 fn load(args: &Args, sc: Scenario, duration: f64) -> Load {
     let duration = if sc.fanout >= 100 { duration.min(args.wide_duration) } else { duration };
     Load {
@@ -185,33 +162,8 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let logs = args.logs.join(format!("{}-{run}", sc.name));
     let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, &logs).await?;
     let client = publisher::client();
-    for url in &receivers.urls {
-        let response = client
-            .post(format!("{}/", hub.api))
-            .form(&[("hub.mode", "subscribe"), ("hub.topic", TOPIC), ("hub.callback", url)])
-            .send()
-            .await?;
-        if response.status().as_u16() != 202 {
-            bail!("subscribing {url} answered {}", response.status());
-        }
-    }
+    hub.subscribe(&client, TOPIC, &receivers.urls, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE state = 'active'").fetch_one(&mut db).await?;
-        if active as usize == sc.fanout {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "only {active} of {} subscriptions were verified ({} challenges answered)",
-                sc.fanout,
-                receivers.recorder.verified()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let bytes_before = hub::database_bytes(&mut db).await?;
     let target = Target::Hub { url: format!("{}/events/raw?topic={TOPIC}", hub.api) };
     let published = publisher::run(client, target, load(args, sc, args.duration)).await;
@@ -245,12 +197,45 @@ async fn run_direct(args: &Args, sc: Scenario) -> anyhow::Result<Figures> {
     Ok(Figures::measure(&published, &recorder))
 }
 
+fn command() -> String {
+    std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ")
+}
+
+async fn run_soak(args: &Args) -> anyhow::Result<()> {
+    if args.scenario.len() > 1 {
+        bail!("the soak runs on its own: --scenario soak");
+    }
+    if !(args.soak_rate > 0.0 && args.soak_duration > 0.0 && args.soak_window > 0.0 && args.soak_fanout > 0) {
+        bail!("--soak-rate, --soak-duration, --soak-window and --soak-fanout must be positive");
+    }
+    let variants = variants::variants(&args.bins, &soak::DEFAULT_ENV, &args.hub_env, &args.variants)?;
+    let [variant] = variants.as_slice() else {
+        bail!("the soak runs one build with one environment; it got {} variants", variants.len());
+    };
+    let settings = soak::Settings {
+        rate: args.soak_rate,
+        duration: Duration::from_secs_f64(args.soak_duration),
+        window: Duration::from_secs_f64(args.soak_window),
+        compare: Duration::from_secs_f64(args.soak_compare.max(0.0)),
+        fanout: args.soak_fanout,
+        concurrency: args.concurrency,
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+        database_server: args.database_server.clone(),
+        logs: args.logs.clone(),
+        command: command(),
+    };
+    soak::run(&settings, variant).await
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let scenarios = args.scenario.iter().map(|s| scenario(s.trim())).collect::<anyhow::Result<Vec<_>>>()?;
-    let variants = variants(&args)?;
     receiver::now_ns();
+    if args.scenario.iter().any(|s| s.trim() == "soak") {
+        return run_soak(&args).await;
+    }
+    let scenarios = args.scenario.iter().map(|s| scenario(s.trim())).collect::<anyhow::Result<Vec<_>>>()?;
+    let variants = variants::variants(&args.bins, &[], &args.hub_env, &args.variants)?;
     let mut table = report::Table::new(&variants.iter().map(|v| v.label.clone()).collect::<Vec<_>>());
     for run in 0..args.runs {
         for &sc in &scenarios {
@@ -267,8 +252,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let command = std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>().join(" ");
     println!("{}", table.render(&scenarios.iter().map(|s| s.name).collect::<Vec<_>>()));
-    println!("medians of {} run(s); reproduce with: cargo bench --bench pipeline -- {command}", args.runs);
+    println!("medians of {} run(s); reproduce with: cargo bench --bench pipeline -- {}", args.runs, command());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The hub under test: the three release binaries (`tidings serve`, `callbacks-spreader`, `callback-deliver`) as
-//! separate processes against a fresh database, their peak memory, and the database's size.
+//! separate processes against a fresh database, subscribing callbacks through it, their memory, and the
+//! database's size.
 
 use std::{
     fs::File,
@@ -173,6 +174,55 @@ impl Hub {
             }
         }
         Ok(hub)
+    }
+
+    /// Subscribes every callback to `topic` through WebSub and waits until all of them are verified and active;
+    /// `verified` says how many challenges the receivers answered, for the error.
+    pub async fn subscribe(
+        &self,
+        client: &reqwest::Client,
+        topic: &str,
+        callbacks: &[String],
+        verified: impl Fn() -> u64,
+    ) -> anyhow::Result<()> {
+        for url in callbacks {
+            let response = client
+                .post(format!("{}/", self.api))
+                .form(&[("hub.mode", "subscribe"), ("hub.topic", topic), ("hub.callback", url)])
+                .send()
+                .await?;
+            if response.status().as_u16() != 202 {
+                bail!("subscribing {url} answered {}", response.status());
+            }
+        }
+        let mut db = PgConnection::connect(&self.database_url).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let active: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE state = 'active'")
+                .fetch_one(&mut db)
+                .await?;
+            if active as usize == callbacks.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {active} of {} subscriptions were verified ({} challenges answered)",
+                    callbacks.len(),
+                    verified()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        db.close().await?;
+        Ok(())
+    }
+
+    /// The processes that have exited, each with its exit status.
+    pub fn exited(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(name, child)| child.try_wait().ok().flatten().map(|status| format!("{name} ({status})")))
+            .collect()
     }
 
     /// Peak resident memory (VmHWM) of each process, in bytes, in the order of [`PROCESSES`].

@@ -1,11 +1,12 @@
 //! The publisher: keep-alive HTTP/1.1 clients that send numbered events, each body carrying its send time, either
 //! to the hub (`POST /events/raw`) or straight at the receivers (the ceiling), at maximum rate (a fixed number of
-//! requests in flight) or at a fixed rate.
+//! requests in flight) or at a fixed rate. Each request is reported to a [`Ledger`] when it is sent and when it is
+//! answered; [`run`] keeps every accepted sequence number, the soak keeps counts per window.
 
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -25,9 +26,22 @@ pub enum Target {
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub duration: Duration,
-    /// Events per second; None for as fast as `concurrency` requests in flight allow.
+    /// Events per second; None for as fast as `concurrency` requests in flight allow. A rate that cannot be kept
+    /// is not made up for after `duration`: publishing stops then either way (give or take [`LATE`]).
     pub rate: Option<f64>,
     pub concurrency: usize,
+}
+
+/// How late after the end of a fixed-rate run an event may still go out: the timer wakes the last ones a little
+/// after their time even when the publisher keeps up.
+const LATE: Duration = Duration::from_millis(100);
+
+/// Where the publisher reports each request.
+pub trait Ledger: Send + Sync + 'static {
+    /// Event `seq` is about to be sent, stamped `sent_ns`.
+    fn sent(&self, _seq: u64, _sent_ns: u64) {}
+    /// Event `seq`, sent at `sent_ns`, was accepted (or refused, or failed).
+    fn answered(&self, seq: u64, sent_ns: u64, accepted: bool);
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +59,23 @@ impl Published {
     }
 }
 
+/// The ledger of [`run`]: every accepted sequence number.
+#[derive(Default)]
+struct Collect {
+    accepted: Mutex<Vec<u64>>,
+    failed: AtomicU64,
+}
+
+impl Ledger for Collect {
+    fn answered(&self, seq: u64, _sent_ns: u64, accepted: bool) {
+        if accepted {
+            self.accepted.lock().expect("accepted lock").push(seq);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
@@ -55,9 +86,11 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-async fn send(client: &reqwest::Client, target: &Target, seq: u64) -> bool {
-    let payload = body(seq, now_ns());
-    match target {
+async fn send(client: &reqwest::Client, target: &Target, seq: u64, ledger: &dyn Ledger) {
+    let sent_ns = now_ns();
+    ledger.sent(seq, sent_ns);
+    let payload = body(seq, sent_ns);
+    let accepted = match target {
         Target::Hub { url } => {
             let response = client.post(url).header("content-type", "text/plain").body(payload).send().await;
             matches!(response, Ok(r) if r.status().as_u16() == 201)
@@ -69,38 +102,35 @@ async fn send(client: &reqwest::Client, target: &Target, seq: u64) -> bool {
             });
             futures_util::future::join_all(sends).await.into_iter().all(|ok| ok)
         }
-    }
+    };
+    ledger.answered(seq, sent_ns, accepted);
 }
 
 /// Publishes for `load.duration` and returns what was accepted.
 pub async fn run(client: reqwest::Client, target: Target, load: Load) -> Published {
+    let ledger = Arc::new(Collect::default());
+    let (start_ns, end_ns) = drive(client, target, load, ledger.clone()).await;
+    let mut accepted = std::mem::take(&mut *ledger.accepted.lock().expect("accepted lock"));
+    accepted.sort_unstable();
+    Published { accepted, failed: ledger.failed.load(Ordering::Relaxed), start_ns, end_ns }
+}
+
+/// Publishes for `load.duration`, reporting every request to `ledger`, and returns when publishing started and
+/// when the last answer came.
+pub async fn drive(client: reqwest::Client, target: Target, load: Load, ledger: Arc<dyn Ledger>) -> (u64, u64) {
     let target = Arc::new(target);
-    let next = Arc::new(AtomicU64::new(0));
     let start_ns = now_ns();
     let end_at = start_ns + load.duration.as_nanos() as u64;
-    let mut tasks: JoinSet<(Vec<u64>, u64)> = JoinSet::new();
-    let mut published = Published { start_ns, ..Default::default() };
-    let fold = |published: &mut Published, joined: Result<(Vec<u64>, u64), tokio::task::JoinError>| {
-        if let Ok((accepted, failed)) = joined {
-            published.accepted.extend(accepted);
-            published.failed += failed;
-        }
-    };
+    let mut tasks: JoinSet<()> = JoinSet::new();
     match load.rate {
         None => {
+            let next = Arc::new(AtomicU64::new(0));
             for _ in 0..load.concurrency {
-                let (client, target, next) = (client.clone(), target.clone(), next.clone());
+                let (client, target, next, ledger) = (client.clone(), target.clone(), next.clone(), ledger.clone());
                 tasks.spawn(async move {
-                    let (mut accepted, mut failed) = (Vec::new(), 0);
                     while now_ns() < end_at {
-                        let seq = next.fetch_add(1, Ordering::Relaxed);
-                        if send(&client, &target, seq).await {
-                            accepted.push(seq);
-                        } else {
-                            failed += 1;
-                        }
+                        send(&client, &target, next.fetch_add(1, Ordering::Relaxed), &*ledger).await;
                     }
-                    (accepted, failed)
                 });
             }
         }
@@ -114,26 +144,18 @@ pub async fn run(client: reqwest::Client, target: Target, load: Load) -> Publish
                 }
                 tokio::time::sleep_until(start + offset).await;
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let (client, target) = (client.clone(), target.clone());
-                tasks.spawn(async move {
-                    let ok = send(&client, &target, seq).await;
-                    drop(permit);
-                    if ok {
-                        (vec![seq], 0)
-                    } else {
-                        (Vec::new(), 1)
-                    }
-                });
-                while let Some(joined) = tasks.try_join_next() {
-                    fold(&mut published, joined);
+                if now_ns() >= end_at + LATE.as_nanos() as u64 {
+                    break;
                 }
+                let (client, target, ledger) = (client.clone(), target.clone(), ledger.clone());
+                tasks.spawn(async move {
+                    send(&client, &target, seq, &*ledger).await;
+                    drop(permit);
+                });
+                while tasks.try_join_next().is_some() {}
             }
         }
     }
-    while let Some(joined) = tasks.join_next().await {
-        fold(&mut published, joined);
-    }
-    published.end_ns = now_ns();
-    published.accepted.sort_unstable();
-    published
+    while tasks.join_next().await.is_some() {}
+    (start_ns, now_ns())
 }

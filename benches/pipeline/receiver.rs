@@ -1,6 +1,8 @@
 //! Receivers: subscribers on 127.0.0.1, one port each (so each is its own callback host to the hub), served by one
 //! keep-alive HTTP/1.1 worker thread. They echo the verification challenge, answer every delivery with 204 at
-//! once (or after a delay, for the slow subscriber), and count each (event, subscriber) pair they see.
+//! once (or after a delay, for the slow subscriber), and count each (event, subscriber) pair they see (one byte
+//! per event and subscriber). Latencies are either all kept, for exact percentiles over a short run, or counted
+//! per window in histograms (the soak), which keeps them bounded however long the run.
 
 use std::{
     net::TcpListener,
@@ -13,6 +15,8 @@ use std::{
 };
 
 use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServer};
+
+use crate::windows::Deliveries;
 
 /// Nanoseconds since the benchmark started: the one clock shared by the publisher and the receivers.
 pub fn now_ns() -> u64 {
@@ -39,17 +43,23 @@ pub struct Subscriber {
     pub slow: bool,
 }
 
+/// Where the publish→delivery latencies of first deliveries to measured subscribers go.
+enum Latencies {
+    All(Mutex<Vec<u32>>),
+    Windowed(Arc<Deliveries>),
+}
+
 /// Everything every receiver saw.
 pub struct Recorder {
     pub subscribers: Vec<Subscriber>,
-    latencies_us: Mutex<Vec<u32>>,
+    latencies: Latencies,
     last_ns: AtomicU64,
     verified: AtomicU64,
     unparsable: AtomicU64,
 }
 
 impl Recorder {
-    fn new(count: usize, slow: Option<usize>) -> Self {
+    fn new(count: usize, slow: Option<usize>, latencies: Latencies) -> Self {
         Self {
             subscribers: (0..count)
                 .map(|i| Subscriber {
@@ -58,7 +68,7 @@ impl Recorder {
                     slow: slow == Some(i),
                 })
                 .collect(),
-            latencies_us: Mutex::new(Vec::new()),
+            latencies,
             last_ns: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             unparsable: AtomicU64::new(0),
@@ -81,7 +91,10 @@ impl Recorder {
             sub.unique.fetch_add(1, Ordering::Relaxed);
             if !sub.slow {
                 let us = (now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32;
-                self.latencies_us.lock().expect("latency lock").push(us);
+                match &self.latencies {
+                    Latencies::All(all) => all.lock().expect("latency lock").push(us),
+                    Latencies::Windowed(windows) => windows.record(sent_ns, now, us),
+                }
                 self.last_ns.fetch_max(now, Ordering::Relaxed);
             }
         }
@@ -109,17 +122,22 @@ impl Recorder {
         self.unparsable.load(Ordering::Relaxed)
     }
 
-    /// Publish→delivery latencies in microseconds (first deliveries to measured subscribers).
+    /// Publish→delivery latencies in microseconds (first deliveries to measured subscribers); empty when they
+    /// are counted per window instead.
     pub fn latencies_us(&self) -> Vec<u32> {
-        self.latencies_us.lock().expect("latency lock").clone()
+        match &self.latencies {
+            Latencies::All(all) => all.lock().expect("latency lock").clone(),
+            Latencies::Windowed(_) => Vec::new(),
+        }
     }
 
     /// (lost, duplicates) over the accepted events, for the measured subscribers.
-    pub fn lost_and_duplicates(&self, accepted: &[u64]) -> (u64, u64) {
+    pub fn lost_and_duplicates(&self, accepted: impl IntoIterator<Item = u64>) -> (u64, u64) {
         let (mut lost, mut dup) = (0, 0);
-        for sub in self.subscribers.iter().filter(|s| !s.slow) {
-            let counts = sub.counts.lock().expect("counts lock");
-            for &seq in accepted {
+        let counts: Vec<_> =
+            self.subscribers.iter().filter(|s| !s.slow).map(|s| s.counts.lock().expect("counts lock")).collect();
+        for seq in accepted {
+            for counts in &counts {
                 match counts.get(seq as usize).copied().unwrap_or(0) {
                     0 => lost += 1,
                     n => dup += u64::from(n - 1),
@@ -142,9 +160,20 @@ struct Shared {
     slow_for: Duration,
 }
 
-/// Starts `count` receivers; subscriber `slow` (if any) answers deliveries only after `slow_for`.
+/// Starts `count` receivers keeping every latency; subscriber `slow` (if any) answers deliveries only after
+/// `slow_for`.
 pub fn start(count: usize, slow: Option<usize>, slow_for: Duration) -> anyhow::Result<Receivers> {
-    let recorder = Arc::new(Recorder::new(count, slow));
+    serve(Recorder::new(count, slow, Latencies::All(Mutex::new(Vec::new()))), slow_for)
+}
+
+/// Starts `count` fast receivers counting latencies per window in `windows`.
+pub fn start_windowed(count: usize, windows: Arc<Deliveries>) -> anyhow::Result<Receivers> {
+    serve(Recorder::new(count, None, Latencies::Windowed(windows)), Duration::ZERO)
+}
+
+fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {
+    let recorder = Arc::new(recorder);
+    let count = recorder.subscribers.len();
     let listeners = (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
     let urls = listeners
         .iter()

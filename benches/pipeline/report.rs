@@ -38,7 +38,7 @@ impl Figures {
         let delivered = recorder.unique_measured();
         let span = (recorder.last_ns().max(published.end_ns) - published.start_ns) as f64 / 1e9;
         let deliveries_per_s = delivered as f64 / span;
-        let (lost, duplicates) = recorder.lost_and_duplicates(&published.accepted);
+        let (lost, duplicates) = recorder.lost_and_duplicates(published.accepted.iter().copied());
         Figures {
             accepted_per_s: published.accepted_per_second(),
             failed: published.failed + recorder.unparsable(),
