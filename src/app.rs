@@ -61,7 +61,7 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
     if let Err(e) = partitions::maintain(&pool, &config.partitions, chrono::Utc::now()).await {
         tracing::error!(error = %e, "could not create time partitions; trying again shortly");
     }
-    tasks.spawn(partitions_task(pool.clone(), config.partitions.clone(), token.clone()));
+    tasks.spawn(partitions_task(pool.clone(), config.partitions.clone(), roles.deliverer, token.clone()));
     if roles.api {
         let wakeup = Arc::new(Notify::new());
         let policies = Arc::new(Policies::new(pool.clone()));
@@ -120,9 +120,10 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
 async fn partitions_task(
     pool: PgPool,
     config: crate::config::PartitionConfig,
+    vacuum: bool,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    partitions::run_until_stopped(pool, config, token).await;
+    partitions::run_until_stopped(pool, config, vacuum, token).await;
     Ok(())
 }
 

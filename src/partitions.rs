@@ -12,6 +12,12 @@
 //! Such a period is kept, and dropped on a later pass once those jobs are delivered or dead. Each drop is logged
 //! with the period and the bytes it freed.
 //!
+//! Queue hygiene: every delivery leaves dead index entries behind in the outbox (the claim and the outcome each
+//! write a new row version), and a claim reads through them until a VACUUM removes them — in every partition,
+//! quiet ones included. Where autovacuum is off or lags, claims slowed down minute by minute. So a process that
+//! delivers also vacuums the outbox itself every [`VACUUM_EVERY`]: cheap for a quiet partition (nothing dead, its
+//! pages marked all-visible), and bounded for the current one by the length of a period.
+//!
 //! Failure policy: a pass that fails (database down, lock not granted in time) is logged and tried again at the
 //! next pass; dropping waits at most a short lock timeout, so it never stalls publishing or delivery for longer.
 
@@ -22,6 +28,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PartitionConfig, Retention};
+
+/// How often a delivering process vacuums the outbox.
+pub const VACUUM_EVERY: Duration = Duration::from_secs(10);
 
 /// Tries per pass of a drop whose locks were not granted in time.
 const DROP_TRIES: u32 = 5;
@@ -140,16 +149,36 @@ pub fn check_every(config: &PartitionConfig) -> Duration {
     (config.partition_interval / 4).clamp(Duration::from_secs(5), Duration::from_secs(60))
 }
 
-/// Keeps partitions ahead of need and applies retention until cancelled.
-pub async fn run_until_stopped(pool: PgPool, config: PartitionConfig, token: CancellationToken) {
-    let every = check_every(&config);
+/// Removes the outbox's dead row versions and index entries. Partitions another process is vacuuming at the
+/// moment are skipped, so any number of deliverers may call it.
+#[tracing::instrument(skip(pool))]
+pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("VACUUM (SKIP_LOCKED) outbox").execute(pool).await.map(|_| ())
+}
+
+/// Keeps partitions ahead of need and applies retention until cancelled; with `vacuum`, also keeps the outbox
+/// free of dead entries.
+pub async fn run_until_stopped(pool: PgPool, config: PartitionConfig, vacuum: bool, token: CancellationToken) {
+    let mut maintenance = tokio::time::interval(check_every(&config));
+    let mut hygiene = tokio::time::interval(VACUUM_EVERY);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    hygiene.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Both fire at once at first; the start already did a pass.
+    maintenance.tick().await;
+    hygiene.tick().await;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = maintenance.tick() => {
+                if let Err(e) = maintain(&pool, &config, Utc::now()).await {
+                    tracing::error!(error = %e, "partition maintenance failed; trying again at the next pass");
+                }
+            }
+            _ = hygiene.tick(), if vacuum => {
+                if let Err(e) = vacuum_queue(&pool).await {
+                    tracing::warn!(error = %e, "vacuuming the outbox failed; trying again shortly");
+                }
+            }
             _ = token.cancelled() => return,
-        }
-        if let Err(e) = maintain(&pool, &config, Utc::now()).await {
-            tracing::error!(error = %e, "partition maintenance failed; trying again at the next pass");
         }
     }
 }
