@@ -102,6 +102,11 @@ struct Args {
     /// Where the hub processes' logs go.
     #[arg(long, default_value = "target/bench-logs")]
     logs: PathBuf,
+    /// After each run, print where the time went from the database's own timestamps: publish to spread
+    /// (`events.published_at` to `outbox.created_at`), spread to POST (to the first `delivery_attempts.started_at`)
+    /// and publish to POST, p50/p90/p99 in ms.
+    #[arg(long)]
+    hops: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -174,6 +179,9 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let peak_rss = hub.peak_rss();
     let end_rss = hub.rss();
     let bytes_after = hub::database_bytes(&mut db).await?;
+    if args.hops {
+        eprintln!("run {run} {:<9} {:<12} {}", sc.name, variant.label, hub::hops(&mut db).await?);
+    }
     db.close().await?;
     hub.stop().await?;
     receivers.stop().await;

@@ -4,11 +4,15 @@
 //! Never skipping an event. Positions come from a sequence when a row is inserted, but transactions commit in
 //! any order, so "everything after the last position seen" can miss a row whose transaction commits late. The
 //! spreader instead walks the log in (txid, position) order and reads only rows whose writing transaction is
-//! older than the oldest transaction still running (`txid < pg_snapshot_xmin(pg_current_snapshot())`, taken in
-//! the same statement as the read). Every transaction below that horizon has finished, so no row can ever appear
-//! behind the cursor: a late commit has a txid at or above the horizon and is read once the horizon passes it.
-//! The cost: a long-running transaction anywhere in the cluster holds spreading back until it ends (visible as
-//! spreader lag). A work table filled in the publish transaction would avoid that but doubles every write.
+//! older than the oldest transaction still running that could write to this database's log (the horizon, taken
+//! from the same statement's snapshot as the read). Every such transaction below the horizon has finished, so no
+//! row can ever appear behind the cursor: a late commit has a txid at or above the horizon and is read once the
+//! horizon passes it. A transaction of the snapshot counts unless `pg_stat_activity` shows it running in another
+//! database (a backend never changes database, so it can never write here); an unknown one (a prepared
+//! transaction, a backend whose details are hidden) counts. So `CREATE DATABASE` or a long batch job in another
+//! database of the same server does not stall spreading. The cost: a long-running writing transaction in this
+//! database holds spreading back until it ends (visible as spreader lag). A work table filled in the publish
+//! transaction would avoid that but doubles every write.
 //!
 //! Exactly once per (event, subscription): jobs are inserted with `ON CONFLICT DO NOTHING` on that unique key
 //! (which also holds the event's publish time: a job lives in its event's time partition),
@@ -49,7 +53,7 @@ macro_rules! matching_subscriptions {
 
 /// One batch in one statement (one round trip, the shortest transaction): lock the cursor (or find another
 /// spreader holding it), read the next events below the horizon, write at most `$3` of their jobs, move the
-/// cursor, wake the deliverers. `set_config(.., true)` is `SET LOCAL synchronous_commit = off` for this
+/// cursor, wake the deliverers, and tell whether committed events wait above the horizon (`held`). `set_config(.., true)` is `SET LOCAL synchronous_commit = off` for this
 /// statement's transaction.
 ///
 /// Bounded fan-out: pairs (event, subscription) are taken in (txid, position, subscription id) order up to `$3`.
@@ -59,14 +63,25 @@ macro_rules! matching_subscriptions {
 const SPREAD_SQL: &str = concat!(
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
      cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor FOR UPDATE SKIP LOCKED),
+     horizon AS (
+         SELECT coalesce(min(x.xid), pg_snapshot_xmax(pg_current_snapshot())) AS xmin
+         FROM pg_snapshot_xip(pg_current_snapshot()) AS x(xid)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM pg_stat_get_activity(NULL) a
+             WHERE a.backend_xid = x.xid::xid
+               AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))
+     ),
      batch AS (
          SELECT e.position, e.txid, e.topic, e.kind, e.published_at,
                 CASE WHEN (e.txid, e.position) = (c.txid, c.position) THEN c.subscription_id END AS after_id
          FROM events e, cursor c
          WHERE (e.txid, e.position) >= (c.txid, c.position)
            AND ((e.txid, e.position) > (c.txid, c.position) OR c.subscription_id IS NOT NULL)
-           AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+           AND e.txid < (SELECT xmin FROM horizon)
          ORDER BY e.txid, e.position LIMIT $1
+     ), held AS (
+         SELECT 1 FROM events e, cursor c
+         WHERE e.txid >= (SELECT xmin FROM horizon) AND (e.txid, e.position) > (c.txid, c.position) LIMIT 1
      ), pairs AS MATERIALIZED (
          SELECT b.txid, b.position, b.published_at, m.id FROM batch b
          CROSS JOIN LATERAL (
@@ -97,9 +112,14 @@ const SPREAD_SQL: &str = concat!(
          SELECT pg_notify($2, '') FROM (SELECT 1 FROM jobs LIMIT 1) j
      )
      SELECT (SELECT count(*) FROM cursor), (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs),
-            (SELECT count(*) FROM moved), (SELECT count(*) FROM woken), (SELECT count(*) FROM partial)
+            (SELECT count(*) FROM moved), (SELECT count(*) FROM woken), (SELECT count(*) FROM partial),
+            (SELECT count(*) FROM held)
      FROM relaxed"
 );
+
+/// How soon to look again while committed events wait for the horizon (the transactions holding it are mostly
+/// other publishes and claims of this database, a millisecond or two long).
+const HELD_POLL: Duration = Duration::from_millis(1);
 
 /// Jobs written per transaction unless configured (`TIDINGS_SPREAD_BATCH_JOBS`).
 pub const DEFAULT_MAX_JOBS: i64 = 10_000;
@@ -112,7 +132,10 @@ pub enum Step {
     Spread {
         events: i64,
         jobs: i64,
+        /// More events are ready at once: the batch was full, or an event's fan-out continues.
         full: bool,
+        /// Committed events wait beyond the cursor for an older transaction to end (the horizon to pass).
+        held: bool,
     },
 }
 
@@ -142,12 +165,13 @@ impl Spreader {
     /// One batch: reads the next events below the horizon, writes their jobs, moves the cursor — one transaction.
     #[tracing::instrument(skip(self))]
     pub async fn try_spread_batch(&self) -> Result<Step, sqlx::Error> {
-        let (locked, events, jobs, _, _, partial): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(SPREAD_SQL)
-            .bind(self.batch_size)
-            .bind(OUTBOX_CHANNEL)
-            .bind(self.max_jobs)
-            .fetch_one(&self.pool)
-            .await?;
+        let (locked, events, jobs, _, _, partial, held): (i64, i64, i64, i64, i64, i64, i64) =
+            sqlx::query_as(SPREAD_SQL)
+                .bind(self.batch_size)
+                .bind(OUTBOX_CHANNEL)
+                .bind(self.max_jobs)
+                .fetch_one(&self.pool)
+                .await?;
         if locked == 0 {
             return Ok(Step::Busy);
         }
@@ -156,11 +180,12 @@ impl Spreader {
         }
         self.metrics.spread_events.inc_by(events as u64);
         self.metrics.spread_jobs.inc_by(jobs as u64);
-        Ok(Step::Spread { events, jobs, full: events == self.batch_size || partial > 0 })
+        Ok(Step::Spread { events, jobs, full: events == self.batch_size || partial > 0, held: held > 0 })
     }
 
-    /// Spreads until cancelled: woken by `NOTIFY tidings_events` from publishes, polling as a fallback (quickly
-    /// while events wait behind an in-flight transaction), and expiring subscriptions whose lease ran out.
+    /// Spreads until cancelled: woken by `NOTIFY tidings_events` from publishes (every transaction appending
+    /// content notifies on commit), polling as a fallback (every millisecond while committed events wait behind
+    /// an older transaction, which notifies nobody when it ends), and expiring subscriptions whose lease ran out.
     pub async fn run_until_stopped(self, token: CancellationToken) {
         let mut wakeup = Wakeup::new(self.pool.clone(), EVENTS_CHANNEL);
         let mut last_expiry = tokio::time::Instant::now() - Duration::from_secs(60);
@@ -176,10 +201,8 @@ impl Spreader {
             }
             let nap = match self.try_spread_batch().await {
                 Ok(Step::Spread { full: true, .. }) => continue,
-                Ok(Step::Spread { .. }) => match self.waiting_behind_horizon().await {
-                    Ok(true) => Duration::from_millis(3),
-                    _ => Duration::from_secs(1),
-                },
+                Ok(Step::Spread { held: true, .. }) => HELD_POLL,
+                Ok(Step::Spread { .. }) => Duration::from_secs(1),
                 Ok(Step::Busy) => Duration::from_millis(500),
                 Err(e) => {
                     tracing::error!(error = %e, "spreading failed");
@@ -192,15 +215,6 @@ impl Spreader {
             }
         }
         tracing::info!("callbacks spreader stopped");
-    }
-
-    /// Whether committed or in-flight events exist beyond the cursor (so the next pass should come soon).
-    async fn waiting_behind_horizon(&self) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events e, spreader_cursor c WHERE (e.txid, e.position) > (c.txid, c.position))",
-        )
-        .fetch_one(&self.pool)
-        .await
     }
 }
 

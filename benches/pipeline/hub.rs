@@ -282,3 +282,29 @@ pub async fn database_bytes(conn: &mut PgConnection) -> anyhow::Result<i64> {
     .fetch_one(conn)
     .await?)
 }
+
+/// Percentiles (p50/p90/p99, ms) of each hop of first delivery attempts, from the database's timestamps: the
+/// publish transaction's start, the spread transaction's start, and the start of the POST.
+pub async fn hops(conn: &mut PgConnection) -> anyhow::Result<String> {
+    type Percentiles = Option<Vec<f64>>;
+    let (spread, post, total): (Percentiles, Percentiles, Percentiles) = sqlx::query_as(
+        "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM o.created_at - e.published_at) * 1000),
+                percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - o.created_at) * 1000),
+                percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - e.published_at) * 1000)
+         FROM outbox o JOIN events e ON e.position = o.event_position
+              JOIN delivery_attempts a ON a.outbox_id = o.id AND a.attempt = 1
+         WHERE o.kind = 'deliver'",
+    )
+    .fetch_one(conn)
+    .await?;
+    let show = |p: Option<Vec<f64>>| match p.as_deref() {
+        Some([p50, p90, p99]) => format!("{p50:.2}/{p90:.2}/{p99:.2}"),
+        _ => "-".to_owned(),
+    };
+    Ok(format!(
+        "hops p50/p90/p99 ms: publish->spread {}, spread->POST {}, publish->POST {}",
+        show(spread),
+        show(post),
+        show(total)
+    ))
+}

@@ -164,14 +164,21 @@ impl<T: Transport> Deliverer<T> {
                 }
                 continue;
             }
-            match self.claim(free.min(self.config.batch_size as usize)).await {
+            let wanted = free.min(self.config.batch_size as usize);
+            match self.claim(wanted).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     backoff = ExponentialBuilder::default()
                         .with_max_delay(Duration::from_secs(10))
                         .without_max_times()
                         .build();
+                    let short = jobs.len() < wanted;
                     for job in jobs {
                         self.spawn(&mut tasks, job, sender.clone(), token.clone());
+                    }
+                    // Fewer than asked: nothing more is due now (or only jobs of hosts at their limit), so wait
+                    // for a notification or the next due job instead of a claim that would find nothing.
+                    if short {
+                        self.wait_for_work(&mut wakeup, &token).await;
                     }
                 }
                 Ok(_) => self.wait_for_work(&mut wakeup, &token).await,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tidings::{
     app::Roles,
     spreader::{Spreader, Step},
@@ -124,13 +124,37 @@ async fn an_event_whose_transaction_commits_late_is_still_spread() {
     assert!(pos_a < pos_b);
     let spreader = spreader(&app, 100);
     for _ in 0..3 {
-        spreader.try_spread_batch().await.unwrap();
+        let step = spreader.try_spread_batch().await.unwrap();
+        assert!(matches!(step, Step::Spread { events: 0, held: true, .. }), "{step:?}");
     }
     // B is committed, but A (older, still running) holds the horizon: nothing is spread past it yet.
     assert_eq!(jobs(&app.pool).await, vec![]);
     a.commit().await.unwrap();
     spread_all(&spreader).await;
     assert_eq!(jobs(&app.pool).await, vec![(pos_a, subscription), (pos_b, subscription)]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_writing_transaction_in_another_database_of_the_server_does_not_hold_spreading_back() {
+    let app = api_only().await;
+    let subscription = insert_subscription(&app.pool, "t", "http://127.0.0.1:1/a", "active").await;
+    let mut elsewhere = app.config.database.database_url.expose().clone();
+    elsewhere.set_path("/postgres");
+    let mut other = sqlx::PgConnection::connect(elsewhere.as_str()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    // An xid older than the event's, still running when the spreader looks.
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut other).await.unwrap();
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, topic, content_type, body) VALUES ($1, 't', 'text/plain', '') RETURNING position",
+    )
+    .bind(Uuid::now_v7())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    spread_all(&spreader(&app, 100)).await;
+    assert_eq!(jobs(&app.pool).await, vec![(position, subscription)]);
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     app.stop().await;
 }
 
