@@ -127,21 +127,24 @@ CREATE TABLE log_partitions (
 
 CREATE INDEX log_partitions_live_idx ON log_partitions (starts_at) WHERE dropped_at IS NULL;
 
--- Creates the partitions of events, outbox and delivery_attempts for [p_start, p_end) and records them.
+-- Creates the partitions of events, outbox and delivery_attempts for [p_start, p_end) and records them. Each is
+-- made as a table of its own and then attached: attaching takes only a SHARE UPDATE EXCLUSIVE lock on the parent,
+-- so publishing and delivery go on while a period is added (CREATE TABLE ... PARTITION OF would lock them out).
 CREATE FUNCTION tidings_create_partition(p_start timestamptz, p_end timestamptz) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
     suffix text := CASE WHEN p_start = '-infinity' THEN 'history'
                         ELSE to_char(p_start AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MISS') END;
+    parent text;
 BEGIN
-    EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)', 'events_p' || suffix,
-                   p_start, p_end);
+    FOREACH parent IN ARRAY ARRAY['events', 'outbox', 'delivery_attempts'] LOOP
+        EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                       parent || '_p' || suffix, parent);
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent,
+                       parent || '_p' || suffix, p_start, p_end);
+    END LOOP;
     EXECUTE format('CREATE TRIGGER events_never_truncated BEFORE TRUNCATE ON %I
                     FOR EACH STATEMENT EXECUTE FUNCTION events_are_append_only()', 'events_p' || suffix);
-    EXECUTE format('CREATE TABLE %I PARTITION OF outbox FOR VALUES FROM (%L) TO (%L)', 'outbox_p' || suffix,
-                   p_start, p_end);
-    EXECUTE format('CREATE TABLE %I PARTITION OF delivery_attempts FOR VALUES FROM (%L) TO (%L)',
-                   'delivery_attempts_p' || suffix, p_start, p_end);
     INSERT INTO log_partitions (suffix, starts_at, ends_at) VALUES (suffix, p_start, p_end);
     RETURN suffix;
 END;
@@ -208,6 +211,9 @@ DECLARE
     bytes bigint;
 BEGIN
     LOCK TABLE outbox, delivery_attempts, events IN ACCESS EXCLUSIVE MODE;
+    IF NOT EXISTS (SELECT 1 FROM log_partitions WHERE suffix = p_suffix AND dropped_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
     blockers := tidings_partition_blockers(p_suffix);
     IF blockers.pending > 0 OR blockers.unspread > 0 THEN
         RETURN NULL;

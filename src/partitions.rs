@@ -42,6 +42,8 @@ pub enum Expired {
     Dropped { suffix: String, bytes: i64 },
     /// Kept because jobs of it are still pending or events of it are not yet spread.
     Kept { suffix: String, pending: i64, unspread: i64 },
+    /// Its tables stayed busy past the lock timeout on every try of this pass; the next pass tries again.
+    Busy { suffix: String },
 }
 
 /// Partitions must reach this far ahead of `now`.
@@ -72,46 +74,76 @@ pub async fn ensure(
     Ok(created)
 }
 
-/// Drops every live period that ended before `now - retention` and nothing still needs.
+/// Drops every live period that ended before `now - retention` and nothing still needs. One process at a time
+/// does it (a session advisory lock on a connection of its own); the others find the lock taken and skip the pass.
 #[tracing::instrument(skip(pool, config))]
 pub async fn expire(pool: &PgPool, config: &PartitionConfig, now: DateTime<Utc>) -> Result<Vec<Expired>, sqlx::Error> {
     let Retention(Some(keep)) = config.retention else { return Ok(Vec::new()) };
     let before = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let mut conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('tidings_retention', 0))")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let outcomes = expire_locked(&mut conn, before).await;
+    let unlocked =
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended('tidings_retention', 0))").execute(&mut *conn).await;
+    if unlocked.is_err() {
+        // Never hand a connection that may still hold the lock back to the pool.
+        let _ = conn.detach();
+    }
+    outcomes
+}
+
+async fn expire_locked(conn: &mut sqlx::PgConnection, before: DateTime<Utc>) -> Result<Vec<Expired>, sqlx::Error> {
     let suffixes: Vec<String> = sqlx::query_scalar(
         "SELECT suffix FROM log_partitions WHERE dropped_at IS NULL AND ends_at <= $1 ORDER BY starts_at",
     )
     .bind(before)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut outcomes = Vec::new();
     for suffix in suffixes {
         let (pending, unspread): (i64, i64) =
             sqlx::query_as("SELECT pending, unspread FROM tidings_partition_blockers($1)")
                 .bind(&suffix)
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?;
         if pending > 0 || unspread > 0 {
             tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish");
             outcomes.push(Expired::Kept { suffix, pending, unspread });
             continue;
         }
-        match drop_period(pool, &suffix).await? {
-            Some(bytes) => {
+        match drop_period(conn, &suffix).await? {
+            Dropped::Bytes(bytes) => {
                 tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log");
                 outcomes.push(Expired::Dropped { suffix, bytes });
             }
-            None => outcomes.push(Expired::Kept { suffix, pending: 0, unspread: 0 }),
+            // Something was added between the check and the locks: the next pass looks again.
+            Dropped::Kept => outcomes.push(Expired::Kept { suffix, pending: 0, unspread: 0 }),
+            Dropped::Busy => {
+                tracing::warn!(partition = %suffix, "retention could not lock the tables in time; trying at the next pass");
+                outcomes.push(Expired::Busy { suffix });
+            }
         }
     }
     Ok(outcomes)
 }
 
+enum Dropped {
+    Bytes(i64),
+    Kept,
+    Busy,
+}
+
 /// One drop in its own short transaction, tried again a few times when its locks are not granted in time.
-async fn drop_period(pool: &PgPool, suffix: &str) -> Result<Option<i64>, sqlx::Error> {
-    let mut tries = 0;
-    loop {
+async fn drop_period(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Dropped, sqlx::Error> {
+    use sqlx::Connection;
+    for tries in 1..=DROP_TRIES {
         let attempt = async {
-            let mut tx = pool.begin().await?;
+            let mut tx = conn.begin().await?;
             // How long a drop may wait for its table locks before trying again.
             sqlx::query("SET LOCAL lock_timeout = '300ms'").execute(&mut *tx).await?;
             let bytes: Option<i64> =
@@ -120,13 +152,15 @@ async fn drop_period(pool: &PgPool, suffix: &str) -> Result<Option<i64>, sqlx::E
             Ok::<_, sqlx::Error>(bytes)
         };
         match attempt.await {
-            Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) && tries + 1 < DROP_TRIES => {
-                tries += 1;
+            Ok(Some(bytes)) => return Ok(Dropped::Bytes(bytes)),
+            Ok(None) => return Ok(Dropped::Kept),
+            Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) => {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
+    Ok(Dropped::Busy)
 }
 
 /// lock_not_available (lock_timeout) or deadlock_detected: someone else held a table; try again shortly.
@@ -153,7 +187,15 @@ pub fn check_every(config: &PartitionConfig) -> Duration {
 /// moment are skipped, so any number of deliverers may call it.
 #[tracing::instrument(skip(pool))]
 pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("VACUUM (SKIP_LOCKED) outbox").execute(pool).await.map(|_| ())
+    let started = std::time::Instant::now();
+    sqlx::query("VACUUM (SKIP_LOCKED) outbox").execute(pool).await?;
+    let took = started.elapsed();
+    if took > VACUUM_EVERY / 2 {
+        tracing::warn!(?took, "vacuuming the outbox took half its interval; shorten TIDINGS_PARTITION_INTERVAL");
+    } else {
+        tracing::debug!(?took, "vacuumed the outbox");
+    }
+    Ok(())
 }
 
 /// Keeps partitions ahead of need and applies retention until cancelled; with `vacuum`, also keeps the outbox

@@ -187,3 +187,18 @@ async fn retention_keeps_a_period_whose_events_are_not_yet_spread_and_forever_ke
     assert_eq!(partitions::expire(&app.pool, &forever, now + chrono::Duration::days(365)).await.unwrap(), vec![]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn processes_applying_retention_at_the_same_moment_drop_each_period_once_without_errors() {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    let app = spawn_app_with(config.clone(), Roles::API).await;
+    let now = Utc::now();
+    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(4), now).await.unwrap();
+    let runs = (0..4).map(|_| partitions::expire(&app.pool, &config.partitions, now));
+    let outcomes: Vec<Vec<Expired>> = futures_util::future::try_join_all(runs).await.expect("no pass fails");
+    let dropped: Vec<&Expired> = outcomes.iter().flatten().filter(|o| matches!(o, Expired::Dropped { .. })).collect();
+    assert_eq!(dropped.len(), 3, "the three expired empty days, each dropped once: {outcomes:?}");
+    assert_eq!(live_periods(&app).await.len(), 4, "yesterday, today and two days ahead remain");
+    app.stop().await;
+}
