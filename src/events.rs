@@ -151,15 +151,15 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Appends content events in one transaction (all or none) and wakes the spreader.
+/// Appends content events in one transaction (all or none), then wakes the spreader ([`crate::wakeup::notify`]).
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>, AppendError> {
     let mut tx = pool.begin().await?;
     let appended = append_in(&mut tx, EventKind::Content, events).await?;
-    if appended.iter().any(|a| !a.replayed) {
-        sqlx::query("SELECT pg_notify($1, '')").bind(EVENTS_CHANNEL).execute(&mut *tx).await?;
-    }
     tx.commit().await?;
+    if appended.iter().any(|a| !a.replayed) {
+        crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
+    }
     Ok(appended)
 }
 
@@ -172,7 +172,7 @@ pub enum GroupError {
     Database(#[from] sqlx::Error),
 }
 
-/// Appends content events that must all be new, in one durable transaction that also wakes the spreader:
+/// Appends content events that must all be new, in one durable transaction, then wakes the spreader:
 /// positions follow the order given. All or none: if any id is already in the log (or appears twice), nothing is
 /// written; the caller then appends request by request with [`append`], which tells replays from conflicts. A
 /// group of fresh ids is one statement; a group holding ids from publishers first takes [`ID_CHECK_LOCK`] and
@@ -185,8 +185,10 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     }
     let given: Vec<Uuid> = events.iter().filter(|e| e.id_from_publisher).map(|e| e.id).collect();
     if given.is_empty() {
-        // Fresh ids only: one statement, its own transaction, one round trip.
-        return Ok(insert_group(pool, events).await?);
+        // Fresh ids only: one statement, its own transaction.
+        let appended = insert_group(pool, events).await?;
+        crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
+        return Ok(appended);
     }
     let mut tx = pool.begin().await?;
     sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
@@ -199,10 +201,11 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     }
     let appended = insert_group(&mut *tx, events).await?;
     tx.commit().await?;
+    crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
     Ok(appended)
 }
 
-/// The INSERT of a group, in order, waking the spreader.
+/// The INSERT of a group, in order.
 async fn insert_group<'c>(
     db: impl sqlx::Executor<'c, Database = Postgres>,
     events: &[&NewEvent],
@@ -218,7 +221,7 @@ async fn insert_group<'c>(
              ORDER BY t.n
              RETURNING id, position, published_at
          )
-         SELECT i.id, i.position, i.published_at FROM inserted i CROSS JOIN (SELECT pg_notify($7, '')) woken",
+         SELECT i.id, i.position, i.published_at FROM inserted i",
     )
     .bind(&c.ids)
     .bind(&c.topics)
@@ -226,7 +229,6 @@ async fn insert_group<'c>(
     .bind(&c.bodies)
     .bind(&c.tags)
     .bind(&c.groups)
-    .bind(EVENTS_CHANNEL)
     .fetch_all(db)
     .await?;
     Ok(rows

@@ -2,7 +2,8 @@
 //! and each is answered only after that commit has returned, so an acknowledged event is durably committed.
 //!
 //! A group is one INSERT of every event of every request in it, run as its own transaction (committed with the
-//! server's durable `synchronous_commit`), which also wakes the spreader. All or none: an event id already in the
+//! server's durable `synchronous_commit`); the spreader is woken after the commit, never inside it (see
+//! [`crate::wakeup::notify`]). All or none: an event id already in the
 //! log (an idempotent replay or a conflict) fails the whole group and nothing of it is written. Whenever a
 //! group fails, for that reason or any other, each of its requests is appended again on its own exactly as a lone
 //! request is ([`events::append`]), so one request's replay, conflict or error never changes another's answer. A

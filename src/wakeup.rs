@@ -8,6 +8,20 @@ use sqlx::{postgres::PgListener, PgPool};
 
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
+/// Sends `NOTIFY channel` in a transaction of its own that does not wait for the disk. A NOTIFY holds a lock
+/// shared by the whole PostgreSQL server from the start of its commit to the end, so one sent inside a durably
+/// committed transaction (a publish) makes every other notifying commit wait for that disk flush; sent after the
+/// commit, it holds the lock for microseconds. A lost notification only delays a processor to its next poll.
+pub async fn notify(pool: &PgPool, channel: &str) {
+    let sent = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        .bind(channel)
+        .execute(pool)
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, channel, "could not send a wake-up; the processor finds the work at its next poll");
+    }
+}
+
 pub struct Wakeup {
     pool: PgPool,
     channel: &'static str,

@@ -287,3 +287,48 @@ async fn a_callback_on_a_private_address_is_refused_when_private_callbacks_are_n
     assert!(subscriber.received().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn three_deliverers_claiming_side_by_side_send_each_event_once() {
+    let mut config = test_config();
+    config.delivery.batch_size = 16;
+    let app = spawn_app_with(config.clone(), Roles { api: true, spreader: true, deliverer: false }).await;
+    let subscribers = [Receiver::start().await, Receiver::start().await];
+    for s in &subscribers {
+        insert_subscription(&app.pool, "t", &s.url("/hook"), "active").await;
+    }
+    let batch: Vec<_> = (0..300).map(|i| json!({"topic": "t", "body": i})).collect();
+    assert_eq!(app.publish(json!({ "events": batch })).await.status(), 201);
+    eventually(WAIT, "600 jobs spread", || async {
+        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE kind = 'deliver'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (jobs == 600).then_some(())
+    })
+    .await;
+    let deliverers: Vec<_> = (0..3)
+        .map(|_| {
+            let transport = HttpTransport::new(true, config.delivery.request_timeout);
+            Deliverer::new(app.pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone())
+        })
+        .collect();
+    // Small claims, many rounds, all three at once: every round races the others for the head of the queue.
+    let rounds = deliverers.iter().map(|d| async move {
+        let mut ran = 0;
+        for _ in 0..100 {
+            ran += d.try_deliver_batch().await.unwrap();
+        }
+        ran
+    });
+    let ran: usize = futures_util::future::join_all(rounds).await.into_iter().sum();
+    assert_eq!(ran, 600, "each job ran in exactly one claim");
+    for s in &subscribers {
+        let mut bodies: Vec<Vec<u8>> = s.deliveries().into_iter().map(|d| d.body).collect();
+        bodies.sort();
+        let before = bodies.len();
+        bodies.dedup();
+        assert_eq!((before, bodies.len()), (300, 300), "every event once, none twice");
+    }
+    app.stop().await;
+}
