@@ -188,7 +188,7 @@ pub fn check_every(config: &PartitionConfig) -> Duration {
 #[tracing::instrument(skip(pool))]
 pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
-    sqlx::query("VACUUM (SKIP_LOCKED) outbox").execute(pool).await?;
+    sqlx::query("VACUUM (SKIP_LOCKED, PARALLEL 0) outbox").execute(pool).await?;
     let took = started.elapsed();
     if took > VACUUM_EVERY / 2 {
         tracing::warn!(?took, "vacuuming the outbox took half its interval; shorten TIDINGS_PARTITION_INTERVAL");
