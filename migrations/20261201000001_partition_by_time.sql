@@ -194,8 +194,8 @@ CREATE FUNCTION tidings_partition_blockers(p_suffix text, OUT pending bigint, OU
 BEGIN
     EXECUTE format('SELECT count(*) FROM %I WHERE state = ''pending''', 'outbox_p' || p_suffix) INTO pending;
     EXECUTE format('SELECT count(*) FROM %I e, spreader_cursor c
-                    WHERE (e.txid, e.position) > (c.txid, c.position)
-                       OR ((e.txid, e.position) = (c.txid, c.position) AND c.subscription_id IS NOT NULL)',
+                    WHERE (e.txid, e.position) >= ((SELECT txid FROM spreader_cursor), (SELECT position FROM spreader_cursor))
+                      AND ((e.txid, e.position) > (c.txid, c.position) OR c.subscription_id IS NOT NULL)',
                    'events_p' || p_suffix) INTO unspread;
 END;
 $$;

@@ -153,8 +153,9 @@ impl Metrics {
                         (SELECT count(*) FROM outbox WHERE state = 'dead'),
                         (SELECT extract(epoch FROM now() - min(due_at))::float8 FROM outbox WHERE state = 'pending' AND due_at <= now()),
                         coalesce((SELECT max(position) FROM events), 0) - (SELECT position FROM spreader_cursor),
-                        (SELECT extract(epoch FROM now() - e.published_at)::float8 FROM events e, spreader_cursor c
-                          WHERE (e.txid, e.position) > (c.txid, c.position) ORDER BY e.txid, e.position LIMIT 1)",
+                        (SELECT extract(epoch FROM now() - e.published_at)::float8 FROM events e
+                          WHERE (e.txid, e.position) > ((SELECT txid FROM spreader_cursor), (SELECT position FROM spreader_cursor))
+                          ORDER BY e.txid, e.position LIMIT 1)",
             )
             .fetch_one(pool)
             .await?;

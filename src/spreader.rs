@@ -75,13 +75,16 @@ const SPREAD_SQL: &str = concat!(
          SELECT e.position, e.txid, e.topic, e.kind, e.published_at,
                 CASE WHEN (e.txid, e.position) = (c.txid, c.position) THEN c.subscription_id END AS after_id
          FROM events e, cursor c
-         WHERE (e.txid, e.position) >= (c.txid, c.position)
+         -- The cursor as scalars, so each partition's (txid, position) index starts the scan there; compared
+         -- with the joined row only, the scan read every event of a partition from its beginning.
+         WHERE (e.txid, e.position) >= ((SELECT txid FROM cursor), (SELECT position FROM cursor))
            AND ((e.txid, e.position) > (c.txid, c.position) OR c.subscription_id IS NOT NULL)
            AND e.txid < (SELECT xmin FROM horizon)
          ORDER BY e.txid, e.position LIMIT $1
      ), held AS (
-         SELECT 1 FROM events e, cursor c
-         WHERE e.txid >= (SELECT xmin FROM horizon) AND (e.txid, e.position) > (c.txid, c.position) LIMIT 1
+         SELECT 1 FROM events e
+         WHERE e.txid >= (SELECT xmin FROM horizon)
+           AND (e.txid, e.position) > ((SELECT txid FROM cursor), (SELECT position FROM cursor)) LIMIT 1
      ), pairs AS MATERIALIZED (
          SELECT b.txid, b.position, b.published_at, m.id FROM batch b
          CROSS JOIN LATERAL (
