@@ -119,6 +119,13 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Job {
+    /// What happened to this job: its next state, the attempt made (if any) and the error to keep.
+    pub fn outcome(&self, next: Next, attempt: Option<Attempt>, error: Option<String>) -> Outcome {
+        Outcome { job_id: self.id, logged_at: self.logged_at, attempt_number: self.attempts, next, attempt, error }
+    }
+}
+
 /// Records a batch of outcomes in one transaction: job states and attempt rows.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut ids = Vec::new();

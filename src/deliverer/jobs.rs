@@ -74,14 +74,7 @@ fn count(metrics: &Metrics, kind: &str, outcome: &Outcome) {
 }
 
 fn settled(job: &Job, next: Next, error: impl Into<String>) -> Outcome {
-    Outcome {
-        job_id: job.id,
-        logged_at: job.logged_at,
-        attempt_number: job.attempts,
-        next,
-        attempt: None,
-        error: Some(error.into()),
-    }
+    job.outcome(next, None, Some(error.into()))
 }
 
 struct Sent {
@@ -171,14 +164,7 @@ async fn deliver<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
         }
     };
     tracing::debug!(outcome = label, "delivery attempt");
-    Outcome {
-        job_id: job.id,
-        logged_at: job.logged_at,
-        attempt_number: job.attempts,
-        next,
-        attempt: Some(sent.attempt(label)),
-        error,
-    }
+    job.outcome(next, Some(sent.attempt(label)), error)
 }
 
 #[tracing::instrument(skip_all, fields(job_id = job.id, subscription_id = %job.subscription_id, request_id = ?job.request_id))]
@@ -223,14 +209,7 @@ async fn verify<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
         (next, label, Some(reason))
     };
     tracing::info!(outcome = label, mode = request.mode, "verification of intent");
-    Outcome {
-        job_id: job.id,
-        logged_at: job.logged_at,
-        attempt_number: job.attempts,
-        next,
-        attempt: Some(sent.attempt(label)),
-        error,
-    }
+    job.outcome(next, Some(sent.attempt(label)), error)
 }
 
 #[tracing::instrument(skip_all, fields(job_id = job.id, subscription_id = %job.subscription_id, request_id = ?job.request_id))]
@@ -257,14 +236,7 @@ async fn deny<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
         }
     }
     let error = (next != Next::Delivered).then(|| sent.describe());
-    Outcome {
-        job_id: job.id,
-        logged_at: job.logged_at,
-        attempt_number: job.attempts,
-        next,
-        attempt: Some(sent.attempt(label)),
-        error,
-    }
+    job.outcome(next, Some(sent.attempt(label)), error)
 }
 
 async fn load_pending<T>(ctx: &Context<T>, job: &Job) -> Option<store::PendingRequest> {

@@ -263,14 +263,7 @@ impl<T: Transport> Deliverer<T> {
 }
 
 fn released(job: &Job) -> Outcome {
-    Outcome {
-        job_id: job.id,
-        logged_at: job.logged_at,
-        attempt_number: job.attempts,
-        next: Next::Released,
-        attempt: None,
-        error: None,
-    }
+    job.outcome(Next::Released, None, None)
 }
 
 /// Writes outcomes in batches. A batch that cannot be written is retried for a while, then given up: its jobs

@@ -24,6 +24,20 @@ fn daily_keeping_one_day() -> PartitionConfig {
     PartitionConfig { partition_interval: DAY, retention: Retention(Some(DAY)) }
 }
 
+/// A hub started with `config`, with periods created back to `days_back` days ago, and the time it was done.
+async fn hub_with_past_days(days_back: i64, roles: Roles, config: tidings::config::Config) -> (TestApp, DateTime<Utc>) {
+    let app = spawn_app_with(config.clone(), roles).await;
+    let now = Utc::now();
+    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(days_back), now).await.unwrap();
+    (app, now)
+}
+
+fn daily_config() -> tidings::config::Config {
+    let mut config = test_config();
+    config.partitions = daily_keeping_one_day();
+    config
+}
+
 /// Live periods, oldest first: (suffix, start).
 async fn live_periods(app: &TestApp) -> Vec<(String, DateTime<Utc>)> {
     sqlx::query_as("SELECT suffix, starts_at FROM log_partitions WHERE dropped_at IS NULL ORDER BY starts_at")
@@ -58,9 +72,7 @@ async fn events_with_id(app: &TestApp, id: Uuid) -> i64 {
 
 #[tokio::test]
 async fn a_new_hub_has_partitions_from_now_to_two_periods_ahead() {
-    let mut config = test_config();
-    config.partitions = daily_keeping_one_day();
-    let app = spawn_app_with(config, Roles::ALL).await;
+    let app = spawn_app_with(daily_config(), Roles::ALL).await;
     let (first, last): (DateTime<Utc>, DateTime<Utc>) =
         sqlx::query_as("SELECT min(starts_at), max(ends_at) FROM log_partitions").fetch_one(&app.pool).await.unwrap();
     let now = Utc::now();
@@ -72,8 +84,7 @@ async fn a_new_hub_has_partitions_from_now_to_two_periods_ahead() {
 
 #[tokio::test]
 async fn processes_creating_partitions_at_the_same_moment_create_each_period_once() {
-    let mut config = test_config();
-    config.partitions = daily_keeping_one_day();
+    let config = daily_config();
     let app = spawn_app_with(config.clone(), Roles::API).await;
     let now = Utc::now();
     let ahead = now + chrono::Duration::days(10);
@@ -93,13 +104,10 @@ async fn processes_creating_partitions_at_the_same_moment_create_each_period_onc
 
 #[tokio::test]
 async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is_still_pending() {
-    let mut config = test_config();
-    config.partitions = daily_keeping_one_day();
+    let mut config = daily_config();
     // A failed delivery waits an hour before its next attempt: it stays pending through the test.
     config.delivery.retry_schedule = "1h".parse().unwrap();
-    let app = spawn_app_with(config.clone(), Roles::ALL).await;
-    let now = Utc::now();
-    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(3), now).await.unwrap();
+    let (app, now) = hub_with_past_days(3, Roles::ALL, config.clone()).await;
     let periods = live_periods(&app).await;
     let (kept_suffix, kept_start) = periods[0].clone();
     let (dropped_suffix, dropped_start) = periods[1].clone();
@@ -171,12 +179,9 @@ async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is
 
 #[tokio::test]
 async fn retention_keeps_a_period_whose_events_are_not_yet_spread_and_forever_keeps_everything() {
-    let mut config = test_config();
-    config.partitions = daily_keeping_one_day();
+    let config = daily_config();
     // No spreader runs: the old event stays unspread.
-    let app = spawn_app_with(config.clone(), Roles::API).await;
-    let now = Utc::now();
-    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(2), now).await.unwrap();
+    let (app, now) = hub_with_past_days(2, Roles::API, config.clone()).await;
     let (suffix, start) = live_periods(&app).await[0].clone();
     let event = insert_event_at(&app, "t", start + chrono::Duration::minutes(1)).await;
     let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
@@ -190,11 +195,8 @@ async fn retention_keeps_a_period_whose_events_are_not_yet_spread_and_forever_ke
 
 #[tokio::test]
 async fn processes_applying_retention_at_the_same_moment_drop_each_period_once_without_errors() {
-    let mut config = test_config();
-    config.partitions = daily_keeping_one_day();
-    let app = spawn_app_with(config.clone(), Roles::API).await;
-    let now = Utc::now();
-    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::days(4), now).await.unwrap();
+    let config = daily_config();
+    let (app, now) = hub_with_past_days(4, Roles::API, config.clone()).await;
     let runs = (0..4).map(|_| partitions::expire(&app.pool, &config.partitions, now));
     let outcomes: Vec<Vec<Expired>> = futures_util::future::try_join_all(runs).await.expect("no pass fails");
     let dropped: Vec<&Expired> = outcomes.iter().flatten().filter(|o| matches!(o, Expired::Dropped { .. })).collect();
