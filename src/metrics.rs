@@ -152,9 +152,9 @@ impl Metrics {
                         (SELECT count(*) FROM outbox WHERE state = 'pending' AND due_at > now()),
                         (SELECT count(*) FROM outbox WHERE state = 'dead'),
                         (SELECT extract(epoch FROM now() - min(due_at))::float8 FROM outbox WHERE state = 'pending' AND due_at <= now()),
-                        coalesce((SELECT max(position) FROM events), 0) - (SELECT position FROM spreader_cursor),
+                        coalesce((SELECT max(position) FROM events), 0) - (SELECT position FROM spreader_cursor WHERE id),
                         (SELECT extract(epoch FROM now() - e.published_at)::float8 FROM events e
-                          WHERE (e.txid, e.position) > ((SELECT txid FROM spreader_cursor), (SELECT position FROM spreader_cursor))
+                          WHERE (e.txid, e.position) > ((SELECT txid FROM spreader_cursor WHERE id), (SELECT position FROM spreader_cursor WHERE id))
                           ORDER BY e.txid, e.position LIMIT 1)",
             )
             .fetch_one(pool)

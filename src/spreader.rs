@@ -62,7 +62,7 @@ macro_rules! matching_subscriptions {
 /// moves to its last event (events without any matching subscription included).
 const SPREAD_SQL: &str = concat!(
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-     cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor FOR UPDATE SKIP LOCKED),
+     cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor WHERE id FOR UPDATE SKIP LOCKED),
      horizon AS (
          SELECT coalesce(min(x.xid), pg_snapshot_xmax(pg_current_snapshot())) AS xmin
          FROM pg_snapshot_xip(pg_current_snapshot()) AS x(xid)
@@ -110,7 +110,7 @@ const SPREAD_SQL: &str = concat!(
      ), moved AS (
          UPDATE spreader_cursor c
          SET txid = last.txid, position = last.position, subscription_id = last.id, updated_at = now()
-         FROM last RETURNING c.position
+         FROM last WHERE c.id RETURNING c.position
      ), woken AS (
          SELECT pg_notify($2, '') FROM (SELECT 1 FROM jobs LIMIT 1) j
      )
@@ -235,7 +235,7 @@ pub async fn lag(pool: &PgPool) -> Result<Lag, sqlx::Error> {
         "SELECT coalesce((SELECT max(position) FROM events), 0) AS head_position, c.position AS cursor_position,
                 (SELECT count(*) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS behind_events,
                 (SELECT min(published_at) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS oldest_unspread_at
-         FROM spreader_cursor c",
+         FROM spreader_cursor c WHERE c.id",
     )
     .fetch_one(pool)
     .await
