@@ -23,6 +23,9 @@ pub const MAX_TAG_BYTES: usize = 128;
 pub const MAX_GROUP_ID_BYTES: usize = 256;
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
+/// Which of the ids `$1` the log already holds (run under [`ID_CHECK_LOCK`]).
+pub const TAKEN_IDS_SQL: &str = "SELECT id FROM events WHERE id = ANY($1::uuid[])";
+
 /// The transaction-level advisory lock held by appends whose ids came from publishers (`hashtext` of
 /// `tidings_event_ids`, a fixed key no other lock uses).
 pub const ID_CHECK_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('tidings_event_ids', 0))";
@@ -192,11 +195,8 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     }
     let mut tx = pool.begin().await?;
     sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = ANY($1))")
-        .bind(&given)
-        .fetch_one(&mut *tx)
-        .await?;
-    if taken {
+    let taken: Vec<Uuid> = sqlx::query_scalar(TAKEN_IDS_SQL).bind(&given).fetch_all(&mut *tx).await?;
+    if !taken.is_empty() {
         return Err(GroupError::NotNew);
     }
     let appended = insert_group(&mut *tx, events).await?;
@@ -247,8 +247,7 @@ pub async fn append_in(
     let mut taken: Vec<Uuid> = Vec::new();
     if !given.is_empty() {
         sqlx::query(ID_CHECK_LOCK).execute(&mut **tx).await?;
-        taken =
-            sqlx::query_scalar("SELECT id FROM events WHERE id = ANY($1)").bind(&given).fetch_all(&mut **tx).await?;
+        taken = sqlx::query_scalar(TAKEN_IDS_SQL).bind(&given).fetch_all(&mut **tx).await?;
     }
     // Each id once, and none the log already holds: the rest are answered from the log below.
     let mut seen: std::collections::HashSet<Uuid> = taken.into_iter().collect();

@@ -36,6 +36,33 @@ pub struct Job {
     pub body: Option<Vec<u8>>,
 }
 
+/// The claim: `$1` jobs at most, `$2` seconds of lease, `$3` jobs per callback host, none for the hosts in `$4`.
+/// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
+/// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
+pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    candidates AS (
+        SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+        WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
+        ORDER BY o.due_at, o.id LIMIT $1 * 4
+        FOR UPDATE OF o SKIP LOCKED
+    ), picked AS (
+        SELECT id, logged_at FROM (SELECT id, logged_at, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
+                                   FROM candidates) r
+        WHERE n <= $3 ORDER BY id LIMIT $1
+    ), claimed AS (
+        UPDATE outbox o SET attempts = o.attempts + 1,
+               due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
+        FROM picked WHERE o.id = picked.id AND o.logged_at = picked.logged_at
+        RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
+    )
+    SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
+           s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
+           e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
+    FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
+         LEFT JOIN events e ON e.position = c.event_position AND e.published_at = c.logged_at
+         CROSS JOIN relaxed
+    ORDER BY c.id";
+
 /// Claims up to `limit` due jobs.
 pub async fn claim(
     pool: &PgPool,
@@ -44,39 +71,13 @@ pub async fn claim(
     per_host: i64,
     saturated_hosts: &[String],
 ) -> Result<Vec<Job>, sqlx::Error> {
-    // One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
-    // `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
-    sqlx::query_as(
-        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-         candidates AS (
-             SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
-             WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
-             ORDER BY o.due_at, o.id LIMIT $1 * 4
-             FOR UPDATE OF o SKIP LOCKED
-         ), picked AS (
-             SELECT id, logged_at FROM (SELECT id, logged_at, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
-                                        FROM candidates) r
-             WHERE n <= $3 ORDER BY id LIMIT $1
-         ), claimed AS (
-             UPDATE outbox o SET attempts = o.attempts + 1,
-                    due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
-             FROM picked WHERE o.id = picked.id AND o.logged_at = picked.logged_at
-             RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
-         )
-         SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
-                s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
-                e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
-         FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
-              LEFT JOIN events e ON e.position = c.event_position AND e.published_at = c.logged_at
-              CROSS JOIN relaxed
-         ORDER BY c.id",
-    )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
-    .bind(per_host)
-    .bind(saturated_hosts)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(CLAIM_SQL)
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .bind(per_host)
+        .bind(saturated_hosts)
+        .fetch_all(pool)
+        .await
 }
 
 /// When the next pending job comes due (None when there is none).
@@ -126,6 +127,37 @@ impl Job {
     }
 }
 
+/// Outcomes: new job states (`$1`–`$5`, `$15`), released jobs (`$6`, `$16`) and attempt rows (`$7`–`$14`, `$17`).
+///
+/// Each job is found by its key, and only while unfinished (`finished_at IS NULL`, which is what `state =
+/// 'pending'` means: every write sets the two together). Written as the state, the check matched the partial index
+/// of pending jobs, and the planner could take that index to find a job by id (its second column: the whole index
+/// read per job) — cheap while few jobs wait, ruinous under a backlog.
+pub const RECORD_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    finished AS (
+        UPDATE outbox o SET state = t.state, leased_until = NULL, last_status = t.status, last_error = t.error,
+               due_at = CASE WHEN t.delay IS NULL THEN o.due_at ELSE now() + make_interval(secs => t.delay) END,
+               finished_at = CASE WHEN t.state = 'pending' THEN NULL ELSE now() END
+        FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[], $15::timestamptz[])
+             AS t(id, state, delay, status, error, logged_at)
+        WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.finished_at IS NULL
+        RETURNING 1
+    ), released AS (
+        UPDATE outbox o SET due_at = now(), leased_until = NULL, attempts = o.attempts - 1
+        FROM unnest($6::bigint[], $16::timestamptz[]) AS t(id, logged_at)
+        WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.finished_at IS NULL
+        RETURNING 1
+    ), recorded AS (
+        INSERT INTO delivery_attempts
+            (outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome,
+             logged_at)
+        SELECT * FROM unnest($7::bigint[], $8::int[], $9::timestamptz[], $10::int[], $11::int[], $12::text[],
+                             $13::text[], $14::text[], $17::timestamptz[])
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded)
+    FROM relaxed";
+
 /// Records a batch of outcomes in one transaction: job states and attempt rows.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut ids = Vec::new();
@@ -157,51 +189,26 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let attempts: Vec<(&Outcome, &Attempt)> =
         outcomes.iter().filter_map(|o| o.attempt.as_ref().map(|a| (o, a))).collect();
     // One statement, so one short transaction, committed without waiting for the disk (see the module doc).
-    sqlx::query(
-        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-         finished AS (
-             UPDATE outbox o SET state = t.state, leased_until = NULL, last_status = t.status, last_error = t.error,
-                    due_at = CASE WHEN t.delay IS NULL THEN o.due_at ELSE now() + make_interval(secs => t.delay) END,
-                    finished_at = CASE WHEN t.state = 'pending' THEN NULL ELSE now() END
-             FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[], $15::timestamptz[])
-                  AS t(id, state, delay, status, error, logged_at)
-             WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.state = 'pending'
-             RETURNING 1
-         ), released AS (
-             UPDATE outbox o SET due_at = now(), leased_until = NULL, attempts = o.attempts - 1
-             FROM unnest($6::bigint[], $16::timestamptz[]) AS t(id, logged_at)
-             WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.state = 'pending'
-             RETURNING 1
-         ), recorded AS (
-             INSERT INTO delivery_attempts
-                 (outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome,
-                  logged_at)
-             SELECT * FROM unnest($7::bigint[], $8::int[], $9::timestamptz[], $10::int[], $11::int[], $12::text[],
-                                  $13::text[], $14::text[], $17::timestamptz[])
-             RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded)
-         FROM relaxed",
-    )
-    .bind(&ids)
-    .bind(&states)
-    .bind(&delays)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&released)
-    .bind(attempts.iter().map(|(o, _)| o.job_id).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(o, _)| o.attempt_number).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.duration.as_millis().min(i32::MAX as u128) as i32).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.status_code.map(i32::from)).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.error_class.clone()).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.excerpt.clone()).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|(_, a)| a.outcome).collect::<Vec<_>>())
-    .bind(&logged)
-    .bind(&released_logged)
-    .bind(attempts.iter().map(|(o, _)| o.logged_at).collect::<Vec<_>>())
-    .execute(pool)
-    .await?;
+    sqlx::query(RECORD_SQL)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&delays)
+        .bind(&statuses)
+        .bind(&errors)
+        .bind(&released)
+        .bind(attempts.iter().map(|(o, _)| o.job_id).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(o, _)| o.attempt_number).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.duration.as_millis().min(i32::MAX as u128) as i32).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.status_code.map(i32::from)).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.error_class.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.excerpt.clone()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.outcome).collect::<Vec<_>>())
+        .bind(&logged)
+        .bind(&released_logged)
+        .bind(attempts.iter().map(|(o, _)| o.logged_at).collect::<Vec<_>>())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

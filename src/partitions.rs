@@ -15,8 +15,8 @@
 //! Queue hygiene: every delivery leaves dead index entries behind in the outbox (the claim and the outcome each
 //! write a new row version), and a claim reads through them until a VACUUM removes them — in every partition,
 //! quiet ones included. Where autovacuum is off or lags, claims slowed down minute by minute. So a process that
-//! delivers also vacuums the outbox itself every [`VACUUM_EVERY`]: cheap for a quiet partition (nothing dead, its
-//! pages marked all-visible), and bounded for the current one by the length of a period.
+//! delivers also vacuums the outbox itself every [`VACUUM_EVERY`]: the partitions with dead rows only (quiet ones
+//! are skipped), bounded for the current one by the length of a period.
 //!
 //! Failure policy: a pass that fails (database down, lock not granted in time) is logged and tried again at the
 //! next pass; dropping waits at most a short lock timeout, so it never stalls publishing or delivery for longer.
@@ -183,17 +183,33 @@ pub fn check_every(config: &PartitionConfig) -> Duration {
     (config.partition_interval / 4).clamp(Duration::from_secs(5), Duration::from_secs(60))
 }
 
-/// Removes the outbox's dead row versions and index entries. Partitions another process is vacuuming at the
-/// moment are skipped, so any number of deliverers may call it.
+/// Removes the outbox's dead row versions and index entries, in the partitions that have any. Partitions another
+/// process is vacuuming at the moment are skipped, so any number of deliverers may call it.
+///
+/// A partition nothing has written to yet is left alone: vacuumed while empty, it would tell the planner it holds no
+/// rows, every index would look equally cheap, and a plan cached then went on reading it through the wrong index
+/// (`(state, id)` for a lookup by id, the whole index per job) as the period began and filled. Never vacuumed, it
+/// is estimated at a few pages, and each lookup keeps its own index.
 #[tracing::instrument(skip(pool))]
 pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
-    sqlx::query("VACUUM (SKIP_LOCKED, PARALLEL 0) outbox").execute(pool).await?;
+    let churned: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', s.schemaname, s.relname) FROM pg_stat_user_tables s
+         JOIN pg_inherits i ON i.inhrelid = s.relid
+         WHERE i.inhparent = 'outbox'::regclass AND s.n_dead_tup > 0
+         ORDER BY s.relname",
+    )
+    .fetch_all(pool)
+    .await?;
+    if churned.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!("VACUUM (SKIP_LOCKED, PARALLEL 0) {}", churned.join(", "))).execute(pool).await?;
     let took = started.elapsed();
     if took > VACUUM_EVERY / 2 {
         tracing::warn!(?took, "vacuuming the outbox took half its interval; shorten TIDINGS_PARTITION_INTERVAL");
     } else {
-        tracing::debug!(?took, "vacuumed the outbox");
+        tracing::debug!(?took, partitions = churned.len(), "vacuumed the outbox");
     }
     Ok(())
 }

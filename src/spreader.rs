@@ -60,7 +60,7 @@ macro_rules! matching_subscriptions {
 /// When the limit is reached, the cursor stops inside the last pair's event, after its subscription; the next
 /// batch resumes that event with the subscriptions after it. Otherwise the whole batch is done and the cursor
 /// moves to its last event (events without any matching subscription included).
-const SPREAD_SQL: &str = concat!(
+pub const SPREAD_SQL: &str = concat!(
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
      cursor AS (SELECT txid, position, subscription_id FROM spreader_cursor WHERE id FOR UPDATE SKIP LOCKED),
      horizon AS (
@@ -232,10 +232,12 @@ pub struct Lag {
 
 pub async fn lag(pool: &PgPool) -> Result<Lag, sqlx::Error> {
     sqlx::query_as(
-        "SELECT coalesce((SELECT max(position) FROM events), 0) AS head_position, c.position AS cursor_position,
-                (SELECT count(*) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS behind_events,
-                (SELECT min(published_at) FROM events e WHERE (e.txid, e.position) > (c.txid, c.position)) AS oldest_unspread_at
-         FROM spreader_cursor c WHERE c.id",
+        "WITH c AS (SELECT txid, position FROM spreader_cursor WHERE id)
+         SELECT coalesce((SELECT max(position) FROM events), 0) AS head_position, (SELECT position FROM c) AS cursor_position,
+                (SELECT count(*) FROM events e WHERE (e.txid, e.position) > ((SELECT txid FROM c), (SELECT position FROM c)))
+                    AS behind_events,
+                (SELECT min(published_at) FROM events e WHERE (e.txid, e.position) > ((SELECT txid FROM c), (SELECT position FROM c)))
+                    AS oldest_unspread_at",
     )
     .fetch_one(pool)
     .await

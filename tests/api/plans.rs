@@ -1,0 +1,94 @@
+//! Query plans across time partitions: the statements that move every event (spreading, claiming, recording
+//! outcomes, checking a publisher's ids) find rows through the index made for that lookup in every partition,
+//! including the partitions of periods that have not begun and are still empty. A plan is cached once made; one
+//! made while a partition was empty, reading it through another index (or none), went on doing so once that
+//! partition became the busy one, and every statement then read the whole partition.
+
+use std::time::Duration;
+
+use tidings::{
+    app::Roles,
+    config::{PartitionConfig, Retention},
+    events, outbox, partitions, spreader,
+};
+
+use crate::helpers::{spawn_app_with, test_config, TestApp};
+
+/// A hub with one-minute periods from five minutes ago to two minutes ahead, all of them still empty, after the
+/// outbox upkeep a delivering process runs every few seconds.
+async fn hub_with_empty_periods() -> TestApp {
+    let mut config = test_config();
+    config.partitions = PartitionConfig { partition_interval: Duration::from_secs(60), retention: Retention(None) };
+    let app = spawn_app_with(config.clone(), Roles::ALL).await;
+    let now = chrono::Utc::now();
+    partitions::ensure(&app.pool, &config.partitions, now - chrono::Duration::minutes(5), now).await.unwrap();
+    partitions::vacuum_queue(&app.pool).await.unwrap();
+    app
+}
+
+/// The cached (generic) plan of `sql` on one of the hub's own connections, executed with `arguments`.
+async fn cached_plan(app: &TestApp, sql: &str, arguments: &str) -> String {
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();
+    sqlx::query(&format!("PREPARE checked AS {sql}")).execute(&mut *conn).await.unwrap();
+    let lines: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN EXECUTE checked({arguments})")).fetch_all(&mut *conn).await.unwrap();
+    sqlx::query("DEALLOCATE checked").execute(&mut *conn).await.unwrap();
+    sqlx::query("RESET plan_cache_mode").execute(&mut *conn).await.unwrap();
+    lines.join("\n")
+}
+
+/// Asserts that every access to a partition of `table` in `plan` goes through one of the indexes named by
+/// `indexes` (their names without the partition: `pkey`, `due_at_id_idx`), and that there are at least `at_least`.
+fn assert_reads_through(plan: &str, table: &str, indexes: &[&str], at_least: usize) {
+    let prefix = format!("{table}_p2");
+    let mut accesses = 0;
+    for line in plan.lines() {
+        let Some(at) = line.find(&prefix) else { continue };
+        let node = line.trim_start().trim_start_matches("->  ");
+        // The rows a bitmap scan fetches; the index it reads is the `Bitmap Index Scan` below it.
+        if node.starts_with("Update on") || node.starts_with("Insert on") || node.starts_with("Bitmap Heap Scan") {
+            continue;
+        }
+        accesses += 1;
+        let index = line[at..].split_whitespace().next().unwrap_or_default();
+        let through = indexes.iter().any(|i| index.ends_with(&format!("_{i}")));
+        assert!(
+            through && (node.starts_with("Index") || node.starts_with("Bitmap Index")),
+            "{table} is read other than through {indexes:?}: {node}\n{plan}"
+        );
+    }
+    assert!(accesses >= at_least, "{table}: {accesses} partition reads, expected every period's:\n{plan}");
+}
+
+const PERIODS: usize = 8;
+
+#[tokio::test]
+async fn claiming_reads_every_partition_through_the_right_index_even_empty_ones() {
+    let app = hub_with_empty_periods().await;
+    let plan = cached_plan(&app, outbox::CLAIM_SQL, "100, 25, 32, '{}'").await;
+    assert_reads_through(&plan, "outbox", &["due_at_id_idx", "pkey"], 2 * PERIODS);
+    assert_reads_through(&plan, "events", &["pkey"], PERIODS);
+}
+
+#[tokio::test]
+async fn recording_outcomes_reads_every_partition_through_the_right_index_even_empty_ones() {
+    let app = hub_with_empty_periods().await;
+    let arrays = vec!["'{}'"; 17].join(", ");
+    let plan = cached_plan(&app, outbox::RECORD_SQL, &arrays).await;
+    assert_reads_through(&plan, "outbox", &["pkey"], 2 * PERIODS);
+}
+
+#[tokio::test]
+async fn spreading_reads_every_partition_through_the_right_index_even_empty_ones() {
+    let app = hub_with_empty_periods().await;
+    let plan = cached_plan(&app, spreader::SPREAD_SQL, "1000, 'tidings_outbox', 10000").await;
+    assert_reads_through(&plan, "events", &["txid_position_idx"], 2 * PERIODS);
+}
+
+#[tokio::test]
+async fn checking_a_publishers_event_ids_reads_every_partition_through_the_right_index() {
+    let app = hub_with_empty_periods().await;
+    let plan = cached_plan(&app, events::TAKEN_IDS_SQL, "'{}'").await;
+    assert_reads_through(&plan, "events", &["id_idx"], PERIODS);
+}
