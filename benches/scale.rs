@@ -62,7 +62,9 @@ fn database_url(server: &str, name: &str) -> String {
 async fn fresh_database(server: &str, label: &str) -> (String, PgPool) {
     let url = database_url(server, &format!("tidings_scale_{label}_{}", uuid::Uuid::new_v4().simple()));
     tidings::db::create_database_if_missing(&url).await.expect("create the database");
-    let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect");
+    // The hub's own connection settings, so the figures are the plans Tidings runs.
+    let options = tidings::db::connect_options(&url).expect("a PostgreSQL URL");
+    let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await.expect("connect");
     tidings::db::migrate(&pool).await.expect("migrate");
     (url, pool)
 }

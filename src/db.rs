@@ -20,7 +20,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// statement afresh instead cost two thirds of the delivery rate. A table no index serves is still read in full,
 /// but its penalty cost would make such a plan look expensive enough to compile: JIT is off too (it never pays
 /// for statements this short).
-fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
         .application_name("tidings")

@@ -36,8 +36,9 @@ fn statements_built_with_format_interpolate_only_constants() {
                 literal.split_once("\"\n").or_else(|| literal.split_once("\")")).map(|(l, _)| l).unwrap_or("");
             for hole in literal.split('{').skip(1) {
                 let name = hole.split('}').next().unwrap_or("");
-                // `quoted`: the database name from DATABASE_URL in CREATE DATABASE, an identifier (which cannot be
-                // bound), double-quoted with its quotes doubled, and from the operator's configuration.
+                // `quoted`: an identifier (which cannot be bound), never from a request: the database name from
+                // DATABASE_URL in CREATE DATABASE, double-quoted with its quotes doubled, or a partition's name
+                // from the catalog, quoted by the database itself.
                 let constant =
                     name == "quoted" || (!name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
                 if !constant {
