@@ -1,7 +1,10 @@
 //! SQL for the `outbox` and `delivery_attempts` tables: claiming due jobs and recording what happened.
 //!
-//! Claim: one statement takes due pending jobs with `FOR UPDATE SKIP LOCKED`, at most `per_host` per callback host
-//! and none for hosts the caller reports saturated, and pushes their `due_at` forward by the lease. The claim
+//! Claim: one statement reads due pending jobs (four times the limit, without locking them), picks at most
+//! `per_host` per callback host and none for hosts the caller reports saturated, locks only the picked ones with
+//! `FOR UPDATE SKIP LOCKED` (rechecking that each is still unfinished and due, so a job another deliverer claimed
+//! meanwhile drops out), and pushes their `due_at` forward by the lease. Locking every candidate instead wrote a
+//! lock for up to 800 rows to take 32 at fan-out 1. The claim
 //! commits before any network call; a worker that dies simply lets the lease run out and the job comes due again.
 //!
 //! Durability: claims and outcome records are derived state — losing the tail of them after a crash means a job
@@ -44,15 +47,18 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
         WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
         ORDER BY o.due_at, o.id LIMIT $1 * 4
-        FOR UPDATE OF o SKIP LOCKED
     ), picked AS (
         SELECT id, logged_at FROM (SELECT id, logged_at, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
                                    FROM candidates) r
         WHERE n <= $3 ORDER BY id LIMIT $1
+    ), locked AS (
+        SELECT o.id, o.logged_at FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
+        WHERE o.finished_at IS NULL AND o.due_at <= now()
+        FOR UPDATE OF o SKIP LOCKED
     ), claimed AS (
         UPDATE outbox o SET attempts = o.attempts + 1,
                due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
-        FROM picked WHERE o.id = picked.id AND o.logged_at = picked.logged_at
+        FROM locked WHERE o.id = locked.id AND o.logged_at = locked.logged_at
         RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
     )
     SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,

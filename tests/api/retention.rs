@@ -122,6 +122,16 @@ async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is
     let current: serde_json::Value =
         app.publish(json!({"topic": "old.healthy", "body": "today"})).await.json().await.unwrap();
     eventually(WAIT, "both healthy deliveries", || async { (healthy.deliveries().len() == 2).then_some(()) }).await;
+    // A delivery is recorded after its answer arrives: wait for the record, not only for the receiver.
+    eventually(WAIT, "both healthy deliveries recorded", || async {
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE state = 'delivered' AND kind = 'deliver'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        (delivered == 2).then_some(())
+    })
+    .await;
     eventually(WAIT, "the failed first attempt", || async {
         let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'")
             .fetch_one(&app.pool)
