@@ -299,14 +299,7 @@ async fn three_deliverers_claiming_side_by_side_send_each_event_once() {
     }
     let batch: Vec<_> = (0..300).map(|i| json!({"topic": "t", "body": i})).collect();
     assert_eq!(app.publish(json!({ "events": batch })).await.status(), 201);
-    eventually(WAIT, "600 jobs spread", || async {
-        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE kind = 'deliver'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        (jobs == 600).then_some(())
-    })
-    .await;
+    app.wait_for_count(WAIT, "600 jobs spread", "SELECT count(*) FROM outbox WHERE kind = 'deliver'", 600).await;
     let deliverers: Vec<_> = (0..3)
         .map(|_| {
             let transport = HttpTransport::new(true, config.delivery.request_timeout);

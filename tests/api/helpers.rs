@@ -86,6 +86,16 @@ impl TestApp {
         sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'content'").fetch_one(&self.pool).await.unwrap()
     }
 
+    /// The single number `sql` returns (a `count(*)`, say).
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// Waits until `sql` counts `expected`, failing the test after `timeout`.
+    pub async fn wait_for_count(&self, timeout: Duration, what: &str, sql: &str, expected: i64) {
+        eventually(timeout, what, || async { (self.count(sql).await == expected).then_some(()) }).await;
+    }
+
     pub async fn stop(self) {
         self.running.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await;

@@ -123,23 +123,10 @@ async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is
         app.publish(json!({"topic": "old.healthy", "body": "today"})).await.json().await.unwrap();
     eventually(WAIT, "both healthy deliveries", || async { (healthy.deliveries().len() == 2).then_some(()) }).await;
     // A delivery is recorded after its answer arrives: wait for the record, not only for the receiver.
-    eventually(WAIT, "both healthy deliveries recorded", || async {
-        let delivered: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE state = 'delivered' AND kind = 'deliver'")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        (delivered == 2).then_some(())
-    })
-    .await;
-    eventually(WAIT, "the failed first attempt", || async {
-        let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        (attempts == 1).then_some(())
-    })
-    .await;
+    let delivered = "SELECT count(*) FROM outbox WHERE state = 'delivered' AND kind = 'deliver'";
+    app.wait_for_count(WAIT, "both healthy deliveries recorded", delivered, 2).await;
+    let retried = "SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry'";
+    app.wait_for_count(WAIT, "the failed first attempt", retried, 1).await;
 
     let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
     assert!(
@@ -179,10 +166,7 @@ async fn retention_drops_an_expired_period_whole_and_keeps_one_whose_delivery_is
     .await;
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(events_with_id(&app, pending_event).await, 0);
-    let dropped: i64 = sqlx::query_scalar("SELECT count(*) FROM log_partitions WHERE dropped_at IS NOT NULL")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let dropped = app.count("SELECT count(*) FROM log_partitions WHERE dropped_at IS NOT NULL").await;
     assert_eq!(dropped, 2, "both drops are recorded");
     app.stop().await;
 }
