@@ -58,7 +58,8 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
     let mut api_port = None;
     let mut metrics_port = None;
     // Before anything is served: partitions for what is about to be written.
-    if let Err(e) = partitions::maintain(&pool, &config.partitions, chrono::Utc::now()).await {
+    let now = chrono::Utc::now();
+    if let Err(e) = partitions::ensure(&pool, &config.partitions, now, now).await {
         tracing::error!(error = %e, "could not create time partitions; trying again shortly");
     }
     tasks.spawn(partitions_task(pool.clone(), config.partitions.clone(), roles.deliverer, token.clone()));

@@ -1,7 +1,8 @@
 //! Time partitions of the event log, the outbox and the attempt history, and retention.
 //!
 //! Owns `log_partitions` and the partitions themselves (the SQL functions `tidings_ensure_partitions`,
-//! `tidings_partition_blockers` and `tidings_drop_partition` of the migration that partitions the tables). Every
+//! `tidings_partition_blockers`, `tidings_period_tables`, `tidings_reattach_period` and
+//! `tidings_drop_detached_period` of the migrations that partition the tables and detach expired periods). Every
 //! process keeps partitions created ahead of need — at start, before it serves anything, and then a few times per
 //! period — so an insert always finds its partition; the work is serialised in the database, so any number of
 //! processes may do it.
@@ -10,7 +11,8 @@
 //! is dropped whole (its events, jobs and attempts together), and never while one of its jobs is still pending
 //! (a delivery inside its retry window, a verification not yet settled) or one of its events is not yet spread.
 //! Such a period is kept, and dropped on a later pass once those jobs are delivered or dead. Each drop is logged
-//! with the period and the bytes it freed.
+//! with the period and the bytes it freed. A period is detached concurrently before it is dropped, so retention
+//! never holds a lock that publishing or delivery wait for.
 //!
 //! Queue hygiene: every delivery leaves dead index entries behind in the outbox (the claim and the outcome each
 //! write a new row version), and a claim reads through them until a VACUUM removes them — in every partition,
@@ -18,8 +20,9 @@
 //! delivers also vacuums the outbox itself every [`VACUUM_EVERY`]: the partitions with dead rows only (quiet ones
 //! are skipped), bounded for the current one by the length of a period.
 //!
-//! Failure policy: a pass that fails (database down, lock not granted in time) is logged and tried again at the
-//! next pass; dropping waits at most a short lock timeout, so it never stalls publishing or delivery for longer.
+//! Failure policy: a pass that fails (database down, a detach outwaited by a long transaction) is logged and tried
+//! again at the next pass, which goes on from the state the database shows: a detach left unfinished is finalized,
+//! and a period left detached is dropped when expired and attached again when not.
 
 use std::time::Duration;
 
@@ -32,9 +35,6 @@ use crate::config::{PartitionConfig, Retention};
 /// How often a delivering process vacuums the outbox.
 pub const VACUUM_EVERY: Duration = Duration::from_secs(10);
 
-/// Tries per pass of a drop whose locks were not granted in time.
-const DROP_TRIES: u32 = 5;
-
 /// A period retention has dealt with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expired {
@@ -42,7 +42,7 @@ pub enum Expired {
     Dropped { suffix: String, bytes: i64 },
     /// Kept because jobs of it are still pending or events of it are not yet spread.
     Kept { suffix: String, pending: i64, unspread: i64 },
-    /// Its tables stayed busy past the lock timeout on every try of this pass; the next pass tries again.
+    /// Transactions using its tables outlasted the lock timeout; the next pass goes on from where this one stopped.
     Busy { suffix: String },
 }
 
@@ -74,8 +74,9 @@ pub async fn ensure(
     Ok(created)
 }
 
-/// Drops every live period that ended before `now - retention` and nothing still needs. One process at a time
-/// does it (a session advisory lock on a connection of its own); the others find the lock taken and skip the pass.
+/// Drops every live period that ended before `now - retention` and nothing still needs, and puts back a period a
+/// pass left detached that is not expired (after a change of `TIDINGS_RETENTION`). One process at a time does it
+/// (a session advisory lock on a connection of its own); the others find the lock taken and skip the pass.
 #[tracing::instrument(skip(pool, config))]
 pub async fn expire(pool: &PgPool, config: &PartitionConfig, now: DateTime<Utc>) -> Result<Vec<Expired>, sqlx::Error> {
     let Retention(Some(keep)) = config.retention else { return Ok(Vec::new()) };
@@ -88,82 +89,131 @@ pub async fn expire(pool: &PgPool, config: &PartitionConfig, now: DateTime<Utc>)
         return Ok(Vec::new());
     }
     let outcomes = expire_locked(&mut conn, before).await;
+    let reset = sqlx::query("RESET lock_timeout").execute(&mut *conn).await;
     let unlocked =
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended('tidings_retention', 0))").execute(&mut *conn).await;
-    if unlocked.is_err() {
+    if reset.is_err() || unlocked.is_err() {
         // Never hand a connection that may still hold the lock back to the pool.
         let _ = conn.detach();
     }
     outcomes
 }
 
+const DETACH_LOCK_TIMEOUT: &str = "SET lock_timeout = '30s'";
+
 async fn expire_locked(conn: &mut sqlx::PgConnection, before: DateTime<Utc>) -> Result<Vec<Expired>, sqlx::Error> {
-    let suffixes: Vec<String> = sqlx::query_scalar(
-        "SELECT suffix FROM log_partitions WHERE dropped_at IS NULL AND ends_at <= $1 ORDER BY starts_at",
+    // How long a detach may wait for the transactions that still use a table (it blocks none of them).
+    sqlx::query(DETACH_LOCK_TIMEOUT).execute(&mut *conn).await?;
+    finalize_detaches(conn).await?;
+    let periods: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT suffix, ends_at <= $1 FROM log_partitions p
+         WHERE dropped_at IS NULL
+           AND (ends_at <= $1 OR EXISTS (SELECT 1 FROM tidings_period_tables(p.suffix) WHERE state <> 'attached'))
+         ORDER BY starts_at",
     )
     .bind(before)
     .fetch_all(&mut *conn)
     .await?;
     let mut outcomes = Vec::new();
-    for suffix in suffixes {
-        let (pending, unspread): (i64, i64) =
-            sqlx::query_as("SELECT pending, unspread FROM tidings_partition_blockers($1)")
-                .bind(&suffix)
-                .fetch_one(&mut *conn)
-                .await?;
-        if pending > 0 || unspread > 0 {
-            tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish");
-            outcomes.push(Expired::Kept { suffix, pending, unspread });
+    for (suffix, expired) in periods {
+        if !expired {
+            let attached = reattach(conn, &suffix).await?;
+            tracing::warn!(partition = %suffix, attached, "put back a period that is not expired but was left detached");
             continue;
         }
-        match drop_period(conn, &suffix).await? {
-            Dropped::Bytes(bytes) => {
-                tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log");
-                outcomes.push(Expired::Dropped { suffix, bytes });
+        match retire(conn, &suffix).await {
+            Ok(outcome) => {
+                match &outcome {
+                    Expired::Dropped { bytes, .. } => {
+                        tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log")
+                    }
+                    Expired::Kept { pending, unspread, .. } => {
+                        tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish")
+                    }
+                    Expired::Busy { .. } => {}
+                }
+                outcomes.push(outcome);
             }
-            // Something was added between the check and the locks: the next pass looks again.
-            Dropped::Kept => outcomes.push(Expired::Kept { suffix, pending: 0, unspread: 0 }),
-            Dropped::Busy => {
-                tracing::warn!(partition = %suffix, "retention could not lock the tables in time; trying at the next pass");
+            Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) => {
+                tracing::warn!(partition = %suffix, error = %e, "retention waited too long for the transactions using a period; going on at the next pass");
                 outcomes.push(Expired::Busy { suffix });
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(outcomes)
 }
 
-enum Dropped {
-    Bytes(i64),
-    Kept,
-    Busy,
+/// One table of a period and how it stands (see `tidings_period_tables`); names are quoted.
+#[derive(sqlx::FromRow)]
+struct PeriodTable {
+    parent: String,
+    child: String,
+    state: String,
 }
 
-/// One drop in its own short transaction, tried again a few times when its locks are not granted in time.
-async fn drop_period(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Dropped, sqlx::Error> {
-    use sqlx::Connection;
-    for tries in 1..=DROP_TRIES {
-        let attempt = async {
-            let mut tx = conn.begin().await?;
-            // How long a drop may wait for its table locks before trying again.
-            sqlx::query("SET LOCAL lock_timeout = '300ms'").execute(&mut *tx).await?;
-            let bytes: Option<i64> =
-                sqlx::query_scalar("SELECT tidings_drop_partition($1)").bind(suffix).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(bytes)
-        };
-        match attempt.await {
-            Ok(Some(bytes)) => return Ok(Dropped::Bytes(bytes)),
-            Ok(None) => return Ok(Dropped::Kept),
-            Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) => {
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
-            }
-            Err(e) => return Err(e),
+async fn period_tables(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Vec<PeriodTable>, sqlx::Error> {
+    sqlx::query_as("SELECT parent, child, state FROM tidings_period_tables($1)").bind(suffix).fetch_all(conn).await
+}
+
+async fn blockers(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as("SELECT pending, unspread FROM tidings_partition_blockers($1)").bind(suffix).fetch_one(conn).await
+}
+
+/// Runs a statement built from quoted catalog names, outside any transaction, without keeping it prepared.
+async fn ddl(conn: &mut sqlx::PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).persistent(false).execute(conn).await.map(drop)
+}
+
+/// Completes the concurrent detaches a pass began and did not finish (cancelled, timed out, or its process gone).
+/// A table with a detach pending admits no other concurrent detach, so this comes first in every pass.
+async fn finalize_detaches(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let pending: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('%I', i.inhparent::regclass::text), format('%I', i.inhrelid::regclass::text) FROM pg_inherits i
+         WHERE i.inhdetachpending AND i.inhparent IN ('events'::regclass, 'outbox'::regclass, 'delivery_attempts'::regclass)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (parent, child) in pending {
+        tracing::info!(table = %child, "finishing a detach a retention pass left unfinished");
+        ddl(conn, &format!("ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE")).await?;
+    }
+    Ok(())
+}
+
+/// Attaches a period's detached tables again; returns how many.
+async fn reattach(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT tidings_reattach_period($1)").bind(suffix).fetch_one(conn).await
+}
+
+/// Drops one expired period, unless a job of it is pending or an event of it unspread.
+///
+/// The three partitions are detached concurrently (outbox, attempts, events), which waits for the transactions
+/// using each parent but blocks none, and then dropped as tables of their own. Detaching outbox first closes it to
+/// the queue, so a job made pending between the first check and the detach (a redelivery) is seen by the second
+/// check, on the detached tables, which then go back; an event committed late is seen the same way.
+async fn retire(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Expired, sqlx::Error> {
+    let tables = period_tables(conn, suffix).await?;
+    if tables.iter().all(|t| t.state == "attached") {
+        let (pending, unspread) = blockers(conn, suffix).await?;
+        if pending > 0 || unspread > 0 {
+            return Ok(Expired::Kept { suffix: suffix.to_owned(), pending, unspread });
         }
     }
-    Ok(Dropped::Busy)
+    for table in tables.iter().filter(|t| t.state == "attached") {
+        ddl(conn, &format!("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY", table.parent, table.child)).await?;
+    }
+    let (pending, unspread) = blockers(conn, suffix).await?;
+    if pending > 0 || unspread > 0 {
+        reattach(conn, suffix).await?;
+        tracing::warn!(partition = %suffix, pending, unspread, "a job or event of an expired period came in while it was detached; put it back");
+        return Ok(Expired::Kept { suffix: suffix.to_owned(), pending, unspread });
+    }
+    let bytes: i64 = sqlx::query_scalar("SELECT tidings_drop_detached_period($1)").bind(suffix).fetch_one(conn).await?;
+    Ok(Expired::Dropped { suffix: suffix.to_owned(), bytes })
 }
 
-/// lock_not_available (lock_timeout) or deadlock_detected: someone else held a table; try again shortly.
+/// lock_not_available (lock_timeout) or deadlock_detected: someone else held a table; try again at the next pass.
 fn is_lock_conflict(code: Option<&str>) -> bool {
     matches!(code, Some("55P03" | "40P01"))
 }
@@ -221,7 +271,8 @@ pub async fn run_until_stopped(pool: PgPool, config: PartitionConfig, vacuum: bo
     let mut hygiene = tokio::time::interval(VACUUM_EVERY);
     maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     hygiene.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Both fire at once at first; the start already did a pass.
+    // Both fire at once at first; the start already created partitions. Retention first runs one interval after
+    // the start (which never waits for it: a detach may wait for long transactions).
     maintenance.tick().await;
     hygiene.tick().await;
     loop {

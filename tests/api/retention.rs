@@ -198,3 +198,96 @@ async fn processes_applying_retention_at_the_same_moment_drop_each_period_once_w
     assert_eq!(live_periods(&app).await.len(), 4, "yesterday, today and two days ahead remain");
     app.stop().await;
 }
+
+/// How each table of a period stands: (table, state), in retention's order.
+async fn period_tables(app: &TestApp, suffix: &str) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT child, state FROM tidings_period_tables($1)")
+        .bind(suffix)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn all_attached(app: &TestApp, suffix: &str) -> bool {
+    period_tables(app, suffix).await.iter().all(|(_, state)| state == "attached")
+}
+
+/// Leaves `child` half-detached, as a process that dies during `DETACH PARTITION ... CONCURRENTLY` does: a reader
+/// of `parent` makes the detach wait, and the detach is cancelled while it waits.
+async fn interrupt_detach(app: &TestApp, parent: &str, child: &str) {
+    let mut reader = app.pool.begin().await.unwrap();
+    sqlx::query(&format!("SELECT count(*) FROM {parent}")).execute(&mut *reader).await.unwrap();
+    let pool = app.pool.clone();
+    let sql = format!("ALTER TABLE {parent} DETACH PARTITION {child} CONCURRENTLY");
+    let detach = tokio::spawn(async move { sqlx::query(&sql).persistent(false).execute(&pool).await });
+    let waiting = "SELECT pid FROM pg_stat_activity
+                   WHERE query LIKE 'ALTER TABLE % DETACH PARTITION % CONCURRENTLY' AND wait_event_type = 'Lock'";
+    let pid: i32 = eventually(WAIT, "the detach to wait for the reader", || async {
+        sqlx::query_scalar(waiting).fetch_optional(&app.pool).await.unwrap()
+    })
+    .await;
+    sqlx::query("SELECT pg_cancel_backend($1)").bind(pid).execute(&app.pool).await.unwrap();
+    assert!(detach.await.unwrap().is_err(), "the detach was cancelled");
+    reader.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_interrupted_detach_is_finished_when_its_period_has_expired_and_undone_when_it_has_not() {
+    let config = daily_config();
+    let (app, now) = hub_with_past_days(3, Roles::API, config.clone()).await;
+    let periods = live_periods(&app).await;
+    let (expired, _) = periods[0].clone();
+    let (today, _) = periods.iter().rev().find(|(_, start)| *start <= now).unwrap().clone();
+    interrupt_detach(&app, "events", &format!("events_p{expired}")).await;
+    interrupt_detach(&app, "outbox", &format!("outbox_p{today}")).await;
+    let tables = period_tables(&app, &today).await;
+    assert_eq!(tables[0], (format!("outbox_p{today}"), "detaching".to_owned()), "{tables:?}");
+
+    let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Expired::Dropped { suffix, .. } if *suffix == expired)),
+        "the expired period is dropped: {outcomes:?}"
+    );
+    assert!(!table_exists(&app, &format!("events_p{expired}")).await);
+    assert!(all_attached(&app, &today).await, "today's period is whole again: {:?}", period_tables(&app, &today).await);
+    assert_eq!(app.publish(json!({"topic": "t", "body": 1})).await.status(), 201, "and takes events");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_made_pending_while_its_expired_period_was_being_detached_puts_the_period_back_and_is_delivered() {
+    let config = daily_config();
+    let (app, now) = hub_with_past_days(3, Roles::ALL, config.clone()).await;
+    let (suffix, start) = live_periods(&app).await[1].clone();
+    let receiver = Receiver::start().await;
+    app.subscribe_active("old", &receiver.url("/hook"), &[]).await;
+    insert_event_at(&app, "old", start + chrono::Duration::minutes(1)).await;
+    let delivered = "SELECT count(*) FROM outbox WHERE state = 'delivered' AND kind = 'deliver'";
+    app.wait_for_count(WAIT, "the delivery recorded", delivered, 1).await;
+
+    // Retention had detached the period's jobs when a redelivery, a moment earlier, made one pending again.
+    let outbox = format!("outbox_p{suffix}");
+    sqlx::query(&format!("ALTER TABLE outbox DETACH PARTITION {outbox}")).execute(&app.pool).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {outbox} SET state = 'pending', attempts = 0, due_at = now(), finished_at = NULL, leased_until = NULL"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+    assert!(
+        outcomes.contains(&Expired::Kept { suffix: suffix.clone(), pending: 1, unspread: 0 }),
+        "the period with the pending job is kept: {outcomes:?}"
+    );
+    assert!(all_attached(&app, &suffix).await, "and attached again: {:?}", period_tables(&app, &suffix).await);
+    sqlx::query("SELECT pg_notify('tidings_outbox', '')").execute(&app.pool).await.unwrap();
+    eventually(WAIT, "the job delivered again", || async { (receiver.deliveries().len() == 2).then_some(()) }).await;
+    app.wait_for_count(WAIT, "the redelivery recorded", delivered, 1).await;
+    let outcomes = partitions::expire(&app.pool, &config.partitions, now).await.unwrap();
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Expired::Dropped { suffix: s, .. } if *s == suffix)),
+        "once delivered, the period is dropped: {outcomes:?}"
+    );
+    app.stop().await;
+}
