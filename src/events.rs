@@ -154,15 +154,13 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Appends content events in one transaction (all or none), then wakes the spreader ([`crate::wakeup::notify`]).
+/// Appends content events in one transaction (all or none). The caller wakes the spreader after it, unless every
+/// event was a replay ([`Appended::replayed`]).
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub async fn append(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Appended>, AppendError> {
     let mut tx = pool.begin().await?;
     let appended = append_in(&mut tx, EventKind::Content, events).await?;
     tx.commit().await?;
-    if appended.iter().any(|a| !a.replayed) {
-        crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
-    }
     Ok(appended)
 }
 
@@ -175,7 +173,7 @@ pub enum GroupError {
     Database(#[from] sqlx::Error),
 }
 
-/// Appends content events that must all be new, in one durable transaction, then wakes the spreader:
+/// Appends content events that must all be new, in one durable transaction (the caller wakes the spreader):
 /// positions follow the order given. All or none: if any id is already in the log (or appears twice), nothing is
 /// written; the caller then appends request by request with [`append`], which tells replays from conflicts. A
 /// group of fresh ids is one statement; a group holding ids from publishers first takes [`ID_CHECK_LOCK`] and
@@ -189,9 +187,7 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     let given: Vec<Uuid> = events.iter().filter(|e| e.id_from_publisher).map(|e| e.id).collect();
     if given.is_empty() {
         // Fresh ids only: one statement, its own transaction.
-        let appended = insert_group(pool, events).await?;
-        crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
-        return Ok(appended);
+        return Ok(insert_group(pool, events).await?);
     }
     let mut tx = pool.begin().await?;
     sqlx::query(ID_CHECK_LOCK).execute(&mut *tx).await?;
@@ -201,7 +197,6 @@ pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appen
     }
     let appended = insert_group(&mut *tx, events).await?;
     tx.commit().await?;
-    crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
     Ok(appended)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! A group is one INSERT of every event of every request in it, run as its own transaction (committed with the
 //! server's durable `synchronous_commit`); the spreader is woken after the commit, never inside it (see
-//! [`crate::wakeup::notify`]). All or none: an event id already in the
+//! [`crate::wakeup::notify`]), and without holding up the answer: wake-ups of groups committing while one is being
+//! sent are one NOTIFY ([`Coalesced`]). All or none: an event id already in the
 //! log (an idempotent replay or a conflict) fails the whole group and nothing of it is written. Whenever a
 //! group fails, for that reason or any other, each of its requests is appended again on its own exactly as a lone
 //! request is ([`events::append`]), so one request's replay, conflict or error never changes another's answer. A
@@ -20,7 +21,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-use crate::events::{self, AppendError, Appended, NewEvent};
+use crate::{
+    events::{self, AppendError, Appended, NewEvent, EVENTS_CHANNEL},
+    wakeup::Coalesced,
+};
 
 /// Groups committing at the same time (each holds one database connection while it commits).
 pub const GROUPS_IN_FLIGHT: usize = 4;
@@ -59,6 +63,7 @@ impl Ingest {
 }
 
 async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
+    let spreader = Coalesced::new(pool.clone(), EVENTS_CHANNEL);
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     // A request too large to join the group being formed starts the next one.
     let mut carried: Option<Pending> = None;
@@ -86,9 +91,9 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, spreader) = (pool.clone(), spreader.clone());
         tokio::spawn(async move {
-            commit(pool, group).await;
+            commit(pool, &spreader, group).await;
             drop(slot);
         });
     }
@@ -96,10 +101,11 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
 }
 
 #[tracing::instrument(skip_all, fields(requests = group.len()))]
-async fn commit(pool: PgPool, group: Vec<Pending>) {
+async fn commit(pool: PgPool, spreader: &Coalesced, group: Vec<Pending>) {
     let all: Vec<&NewEvent> = group.iter().flat_map(|p| &p.events).collect();
     match events::append_new(&pool, &all).await {
         Ok(rows) => {
+            spreader.wake();
             let rows: HashMap<Uuid, Appended> = rows.into_iter().map(|a| (a.id, a)).collect();
             for pending in group {
                 let answers = pending.events.iter().map(|e| rows.get(&e.id).cloned()).collect::<Option<Vec<_>>>();
@@ -115,6 +121,9 @@ async fn commit(pool: PgPool, group: Vec<Pending>) {
                 let pool = pool.clone();
                 async move {
                     let answer = events::append(&pool, &pending.events).await;
+                    if answer.as_ref().is_ok_and(|rows| rows.iter().any(|a| !a.replayed)) {
+                        spreader.wake();
+                    }
                     let _ = pending.reply.send(answer);
                 }
             });

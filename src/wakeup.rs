@@ -2,7 +2,10 @@
 //! re-opened after a failure (say the database restarted); while there is none, `wait` simply runs out its
 //! timeout, so a loop degrades to polling and never stops.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use sqlx::{postgres::PgListener, PgPool};
 
@@ -19,6 +22,53 @@ pub async fn notify(pool: &PgPool, channel: &str) {
         .await;
     if let Err(e) = sent {
         tracing::warn!(error = %e, channel, "could not send a wake-up; the processor finds the work at its next poll");
+    }
+}
+
+/// Wakes the listeners of one channel for many committers at once: a wake-up asked for while one is being sent
+/// makes one more NOTIFY after it, not one each. Every wake-up is still followed by a NOTIFY sent after it was
+/// asked for, so a processor woken by it sees the commit that asked. The caller never waits for the send.
+#[derive(Clone)]
+pub struct Coalesced {
+    pool: PgPool,
+    channel: &'static str,
+    state: Arc<Mutex<Sending>>,
+}
+
+#[derive(Default)]
+struct Sending {
+    /// A NOTIFY is being sent.
+    running: bool,
+    /// Someone asked for a wake-up after the one being sent was started.
+    again: bool,
+}
+
+impl Coalesced {
+    pub fn new(pool: PgPool, channel: &'static str) -> Self {
+        Self { pool, channel, state: Arc::default() }
+    }
+
+    /// Asks for a NOTIFY after this moment; returns at once.
+    pub fn wake(&self) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if state.running {
+                state.again = true;
+                return;
+            }
+            state.running = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                notify(&this.pool, this.channel).await;
+                let mut state = this.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !std::mem::take(&mut state.again) {
+                    state.running = false;
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -392,3 +392,27 @@ async fn an_event_with_a_fan_out_larger_than_one_transaction_is_spread_in_bounde
     assert!(steps_with_jobs >= 9, "86 jobs at 10 per transaction take at least 9 steps, not {steps_with_jobs}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn wake_ups_asked_for_while_one_is_being_sent_make_one_more_notification_not_one_each() {
+    let app = api_only().await;
+    let channel = "tidings_test_coalesced";
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.unwrap();
+    listener.listen(channel).await.unwrap();
+    let wakeups = tidings::wakeup::Coalesced::new(app.pool.clone(), channel);
+    for _ in 0..100 {
+        wakeups.wake();
+    }
+    let mut received = 0;
+    // Two arrive: the first, and one for the 99 asked for while it was being sent; then nothing more.
+    while let Ok(notification) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        notification.unwrap();
+        received += 1;
+    }
+    assert_eq!(received, 2);
+    // A wake-up asked for once all is quiet is sent on its own.
+    wakeups.wake();
+    let next = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(next.is_ok_and(|n| n.is_ok()), "a later wake-up is sent");
+    app.stop().await;
+}
