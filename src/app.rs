@@ -47,7 +47,8 @@ pub struct Running {
 
 /// Connects (creating and migrating the database as configured) and starts the requested roles.
 pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
-    let pool = db::connect(&config.database, config.database.pool_size).await?;
+    let plans = if roles.api { db::Plans::Chosen } else { db::Plans::Generic };
+    let pool = db::connect(&config.database, config.database.pool_size, plans).await?;
     start_with_pool(config, roles, pool).await
 }
 

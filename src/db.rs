@@ -54,19 +54,36 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 }
 
 /// Opens the pool, creating the database first when needed, and applies migrations when asked.
-pub async fn connect(config: &DatabaseConfig, pool_size: u32) -> anyhow::Result<PgPool> {
+pub async fn connect(config: &DatabaseConfig, pool_size: u32, plans: Plans) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose().as_str();
     create_database_if_missing(url).await?;
+    let mut options = connect_options(url)?;
+    if plans == Plans::Generic {
+        options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(connect_options(url)?)
+        .connect_with(options)
         .await
         .context("could not connect to the Tidings database")?;
     if config.migrate_on_start {
         migrate(&pool).await?;
     }
     Ok(pool)
+}
+
+/// How the connections of a process choose between a statement's custom plans and its cached generic plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// PostgreSQL's own choice, for processes serving the API: its searches need a plan made for the filters given.
+    Chosen,
+    /// Always the generic plan, for processes running only the hub's fixed statements (spreading, claiming,
+    /// recording, upkeep), each with an index made for it; `tests/api/plans.rs` checks their generic plans. Left to
+    /// choose, PostgreSQL planned the outcome statement anew for every batch: costed with the real lengths of its
+    /// arrays, a custom plan always looked cheaper than the generic one (costed for ten rows per array), and planning
+    /// two UPDATEs and an INSERT over every live partition cost more than running them.
+    Generic,
 }
 
 /// Opens the pool of the read replica named by `DATABASE_READ_URL` (never created nor migrated: it follows the

@@ -92,3 +92,20 @@ async fn checking_a_publishers_event_ids_reads_every_partition_through_the_right
     let plan = cached_plan(&app, events::TAKEN_IDS_SQL, "'{}'").await;
     assert_reads_through(&plan, "events", &["id_idx"], PERIODS);
 }
+
+#[tokio::test]
+async fn processes_without_the_api_always_run_the_generic_plans_checked_here_and_the_api_lets_postgres_choose() {
+    let app = hub_with_empty_periods().await;
+    let mode = |plans| {
+        let database = app.config.database.clone();
+        async move {
+            let pool = tidings::db::connect(&database, 1, plans).await.unwrap();
+            let mode: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            mode
+        }
+    };
+    assert_eq!(mode(tidings::db::Plans::Generic).await, "force_generic_plan");
+    assert_eq!(mode(tidings::db::Plans::Chosen).await, "auto");
+    app.stop().await;
+}
