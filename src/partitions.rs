@@ -122,18 +122,7 @@ async fn expire_locked(conn: &mut sqlx::PgConnection, before: DateTime<Utc>) -> 
             continue;
         }
         match retire(conn, &suffix).await {
-            Ok(outcome) => {
-                match &outcome {
-                    Expired::Dropped { bytes, .. } => {
-                        tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log")
-                    }
-                    Expired::Kept { pending, unspread, .. } => {
-                        tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish")
-                    }
-                    Expired::Busy { .. } => {}
-                }
-                outcomes.push(outcome);
-            }
+            Ok(outcome) => outcomes.push(outcome),
             Err(sqlx::Error::Database(e)) if is_lock_conflict(e.code().as_deref()) => {
                 tracing::warn!(partition = %suffix, error = %e, "retention waited too long for the transactions using a period; going on at the next pass");
                 outcomes.push(Expired::Busy { suffix });
@@ -163,22 +152,22 @@ async fn blockers(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<(i64, i
 }
 
 /// Runs a statement built from quoted catalog names, outside any transaction, without keeping it prepared.
-async fn ddl(conn: &mut sqlx::PgConnection, sql: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql).persistent(false).execute(conn).await.map(drop)
+async fn ddl<'c>(db: impl sqlx::PgExecutor<'c>, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).persistent(false).execute(db).await.map(drop)
 }
 
 /// Completes the concurrent detaches a pass began and did not finish (cancelled, timed out, or its process gone).
 /// A table with a detach pending admits no other concurrent detach, so this comes first in every pass.
 async fn finalize_detaches(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     let pending: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('%I', i.inhparent::regclass::text), format('%I', i.inhrelid::regclass::text) FROM pg_inherits i
-         WHERE i.inhdetachpending AND i.inhparent IN ('events'::regclass, 'outbox'::regclass, 'delivery_attempts'::regclass)",
+        "SELECT t.parent, t.child FROM log_partitions p, tidings_period_tables(p.suffix) t
+         WHERE p.dropped_at IS NULL AND t.state = 'detaching'",
     )
     .fetch_all(&mut *conn)
     .await?;
     for (parent, child) in pending {
         tracing::info!(table = %child, "finishing a detach a retention pass left unfinished");
-        ddl(conn, &format!("ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE")).await?;
+        ddl(&mut *conn, &format!("ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE")).await?;
     }
     Ok(())
 }
@@ -199,11 +188,12 @@ async fn retire(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Expired, 
     if tables.iter().all(|t| t.state == "attached") {
         let (pending, unspread) = blockers(conn, suffix).await?;
         if pending > 0 || unspread > 0 {
+            tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish");
             return Ok(Expired::Kept { suffix: suffix.to_owned(), pending, unspread });
         }
     }
     for table in tables.iter().filter(|t| t.state == "attached") {
-        ddl(conn, &format!("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY", table.parent, table.child)).await?;
+        ddl(&mut *conn, &format!("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY", table.parent, table.child)).await?;
     }
     let (pending, unspread) = blockers(conn, suffix).await?;
     if pending > 0 || unspread > 0 {
@@ -212,6 +202,7 @@ async fn retire(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Expired, 
         return Ok(Expired::Kept { suffix: suffix.to_owned(), pending, unspread });
     }
     let bytes: i64 = sqlx::query_scalar("SELECT tidings_drop_detached_period($1)").bind(suffix).fetch_one(conn).await?;
+    tracing::info!(partition = %suffix, bytes, "retention dropped an expired period of the log");
     Ok(Expired::Dropped { suffix: suffix.to_owned(), bytes })
 }
 
@@ -255,7 +246,7 @@ pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
     .await?;
     // Names from the catalog, quoted by `format('%I')`.
     for quoted in &churned {
-        sqlx::query(&format!("VACUUM (SKIP_LOCKED, PARALLEL 0) {quoted}")).execute(pool).await?;
+        ddl(pool, &format!("VACUUM (SKIP_LOCKED, PARALLEL 0) {quoted}")).await?;
     }
     let took = started.elapsed();
     if took > VACUUM_EVERY / 2 {
