@@ -82,6 +82,9 @@ struct Args {
     /// Subscribers of the soak.
     #[arg(long, default_value_t = 1)]
     soak_fanout: usize,
+    /// callback-deliver processes per hub (one deliverer process per replica, all claiming from the same outbox).
+    #[arg(long, default_value_t = 1)]
+    deliverers: usize,
     /// Give up waiting for deliveries after this many seconds without progress (what is missing then is lost).
     #[arg(long, default_value_t = 60.0)]
     drain_timeout: f64,
@@ -165,7 +168,7 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let receivers = receiver::start(sc.fanout, sc.slow.then_some(sc.fanout - 1), Duration::from_secs(2))?;
     let database = format!("tidings_bench_{}_{run}", std::process::id());
     let logs = args.logs.join(format!("{}-{run}", sc.name));
-    let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, &logs).await?;
+    let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, args.deliverers, &logs).await?;
     let client = publisher::client();
     hub.subscribe(&client, TOPIC, &receivers.urls, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
@@ -227,6 +230,7 @@ async fn run_soak(args: &Args) -> anyhow::Result<()> {
         compare: Duration::from_secs_f64(args.soak_compare.max(0.0)),
         fanout: args.soak_fanout,
         concurrency: args.concurrency,
+        deliverers: args.deliverers,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),
         database_server: args.database_server.clone(),
         logs: args.logs.clone(),
@@ -239,6 +243,9 @@ async fn run_soak(args: &Args) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     receiver::now_ns();
+    if args.deliverers == 0 {
+        bail!("--deliverers must be at least 1");
+    }
     if args.scenario.iter().any(|s| s.trim() == "soak") {
         return run_soak(&args).await;
     }

@@ -1,7 +1,8 @@
 //! SQL for the `outbox` and `delivery_attempts` tables: claiming due jobs and recording what happened.
 //!
-//! Claim: one statement reads due pending jobs (four times the limit, without locking them), picks at most
-//! `per_host` per callback host and none for hosts the caller reports saturated, locks only the picked ones with
+//! Claim: one statement reads due pending jobs (four times the limit, without locking them), picks for each
+//! callback host at most the room the caller gives it (`per_host` for a host it has nothing of, none for a
+//! host it reports saturated), locks only the picked ones with
 //! `FOR UPDATE SKIP LOCKED` (rechecking that each is still unfinished and due, so a job another deliverer claimed
 //! meanwhile drops out), and pushes their `due_at` forward by the lease. Locking every candidate instead wrote a
 //! lock for up to 800 rows to take 32 at fan-out 1. The claim
@@ -39,7 +40,8 @@ pub struct Job {
     pub body: Option<Vec<u8>>,
 }
 
-/// The claim: `$1` jobs at most, `$2` seconds of lease, `$3` jobs per callback host, none for the hosts in `$4`.
+/// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
+/// and `$3` for any other callback host.
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
 pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
@@ -48,9 +50,11 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
         ORDER BY o.due_at, o.id LIMIT $1 * 4
     ), picked AS (
-        SELECT id, logged_at FROM (SELECT id, logged_at, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
-                                   FROM candidates) r
-        WHERE n <= $3 ORDER BY id LIMIT $1
+        SELECT r.id, r.logged_at
+        FROM (SELECT id, logged_at, callback_host, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
+              FROM candidates) r
+             LEFT JOIN unnest($5::text[], $6::bigint[]) AS h(host, room) ON h.host = r.callback_host
+        WHERE r.n <= coalesce(h.room, $3) ORDER BY r.id LIMIT $1
     ), locked AS (
         SELECT o.id, o.logged_at FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
         WHERE o.finished_at IS NULL AND o.due_at <= now()
@@ -69,19 +73,27 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
          CROSS JOIN relaxed
     ORDER BY c.id";
 
-/// Claims up to `limit` due jobs.
-pub async fn claim(
-    pool: &PgPool,
-    limit: i64,
-    lease: Duration,
-    per_host: i64,
-    saturated_hosts: &[String],
-) -> Result<Vec<Job>, sqlx::Error> {
+/// How many jobs one claim may take for each callback host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rooms {
+    /// For a host not named below.
+    pub per_host: i64,
+    /// Hosts that may take nothing (left out of the candidates).
+    pub saturated: Vec<String>,
+    /// Hosts with a room of their own, and that room.
+    pub hosts: Vec<String>,
+    pub rooms: Vec<i64>,
+}
+
+/// Claims up to `limit` due jobs, as many per callback host as `rooms` allows.
+pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(CLAIM_SQL)
         .bind(limit)
         .bind(lease.as_secs_f64())
-        .bind(per_host)
-        .bind(saturated_hosts)
+        .bind(rooms.per_host)
+        .bind(&rooms.saturated)
+        .bind(&rooms.hosts)
+        .bind(&rooms.rooms)
         .fetch_all(pool)
         .await
 }

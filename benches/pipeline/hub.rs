@@ -13,6 +13,7 @@ use std::{
 use anyhow::{bail, Context};
 use sqlx::{Connection, PgConnection};
 
+/// The processes of a hub, in the order their memory is reported; further deliverers (`--deliverers`) follow.
 pub const PROCESSES: [&str; 3] = ["serve", "spreader", "deliver"];
 
 /// Where the three binaries are.
@@ -98,12 +99,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Creates a fresh database, migrates it, starts the three processes and waits until each is ready.
+    /// Creates a fresh database, migrates it, starts the three processes (and `deliverers - 1` more deliverers)
+    /// and waits until each is ready.
     pub async fn start(
         bins: &Binaries,
         server: &str,
         database: String,
         extra_env: &[(String, String)],
+        deliverers: usize,
         logs: &Path,
     ) -> anyhow::Result<Self> {
         let admin_url = format!("{server}/postgres");
@@ -132,7 +135,8 @@ impl Hub {
         let mut hub =
             Hub { api: api.clone(), database_url: database_url.clone(), admin_url, database, children: vec![] };
         let mut ready_urls = vec![format!("{api}/readyz")];
-        for name in PROCESSES {
+        let names = PROCESSES.into_iter().chain(std::iter::repeat_n("deliver", deliverers.saturating_sub(1)));
+        for (i, name) in names.enumerate() {
             let mut cmd = match name {
                 "serve" => {
                     let mut c = Command::new(&bins.tidings);
@@ -150,8 +154,8 @@ impl Hub {
             }
             cmd.env("TIDINGS_MIGRATE_ON_START", "false")
                 .stdin(Stdio::null())
-                .stdout(File::create(logs.join(format!("{name}.log")))?)
-                .stderr(File::create(logs.join(format!("{name}.err.log")))?);
+                .stdout(File::create(logs.join(format!("{name}{}.log", suffix(i))))?)
+                .stderr(File::create(logs.join(format!("{name}{}.err.log", suffix(i))))?);
             let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
             hub.children.push((name, child));
         }
@@ -264,6 +268,15 @@ impl Drop for Hub {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Nothing for the first three processes, `-N` for the further deliverers.
+fn suffix(i: usize) -> String {
+    if i < PROCESSES.len() {
+        String::new()
+    } else {
+        format!("-{}", i - PROCESSES.len() + 2)
     }
 }
 

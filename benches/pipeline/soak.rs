@@ -37,6 +37,7 @@ pub struct Settings {
     pub compare: Duration,
     pub fanout: usize,
     pub concurrency: usize,
+    pub deliverers: usize,
     pub drain_timeout: Duration,
     pub database_server: String,
     pub logs: PathBuf,
@@ -50,7 +51,9 @@ pub async fn run(settings: &Settings, variant: &Variant) -> anyhow::Result<()> {
     let receivers = receiver::start_windowed(settings.fanout, deliveries.clone())?;
     let database = format!("tidings_bench_{}_soak", std::process::id());
     let logs = settings.logs.join("soak");
-    let mut hub = Hub::start(&variant.bins, &settings.database_server, database, &variant.env, &logs).await?;
+    let mut hub =
+        Hub::start(&variant.bins, &settings.database_server, database, &variant.env, settings.deliverers, &logs)
+            .await?;
     let result = soak(settings, variant, &mut hub, &receivers, &deliveries, &logs).await;
     let stopped = hub.stop().await;
     receivers.stop().await;

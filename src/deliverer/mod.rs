@@ -7,9 +7,13 @@
 //!
 //! Isolation: a global semaphore caps requests in flight; a per-host semaphore caps each callback host, and
 //! saturated hosts are left out of the next claim, so a slow subscriber never holds jobs meant for others.
-//! Batching: a host counts as saturated once it has two batches' worth of jobs claimed (its in-flight limit
-//! running, as many waiting in memory), and the loop claims again when a host is down to one batch or a good
-//! share of the global cap is free — so jobs are claimed many at a time instead of one per finished request.
+//! Batching: a host may have jobs claimed beyond its in-flight limit, waiting in memory for a permit, as many as
+//! it gets through in a quarter of the lease at the pace of its recent requests (at least twice its in-flight
+//! limit, at most eight times, and never more than half the global cap); it counts as saturated at that
+//! number, and the loop claims again when a host is down to half of it or a good share of the global cap is free
+//! — so jobs are claimed many at a time instead of one per finished request, and a fast subscriber's jobs come
+//! in batches several times its in-flight limit. A job still waiting for its host after half the lease is put
+//! back untouched (when a host turns slow), so no claimed job starts once another deliverer could claim it.
 //! Failure policy: a database error backs off and retries; an outcome that cannot be recorded leaves its job
 //! leased, and the lease running out brings it back (at-least-once). On shutdown no new job is claimed, jobs
 //! claimed but not started are released, and in-flight requests get the grace period to finish.
@@ -21,7 +25,7 @@ pub mod transport;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -59,10 +63,51 @@ pub struct Deliverer<T: Transport> {
     host_freed: Arc<Notify>,
 }
 
-/// One callback host: its in-flight limit and how many of its jobs are claimed and not yet finished.
+/// One callback host: its in-flight limit, how many of its jobs are claimed and not yet finished, and how long
+/// its requests have taken lately.
 struct Host {
     permits: Arc<Semaphore>,
     claimed: AtomicUsize,
+    /// Moving average of its requests' durations, in microseconds; 0 until one has finished.
+    latency_us: AtomicU64,
+}
+
+/// What bounds the jobs claimed of one host.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Requests in flight to one host.
+    in_flight: usize,
+    /// Requests in flight in all.
+    global: usize,
+    lease: Duration,
+}
+
+impl Host {
+    /// How many of its jobs may be claimed at once (see the module doc).
+    fn claim_limit(&self, limits: Limits) -> usize {
+        let floor = 2 * limits.in_flight;
+        let ceiling = (8 * limits.in_flight).min(limits.global / 2).max(floor);
+        match self.latency_us.load(Ordering::Relaxed) {
+            0 => floor,
+            latency => {
+                let in_a_quarter_lease = limits.in_flight as u128 * limits.lease.as_micros() / (4 * latency as u128);
+                in_a_quarter_lease.clamp(floor as u128, ceiling as u128) as usize
+            }
+        }
+    }
+
+    /// Counts one finished request in the moving average: a slower one weighs half, a faster one an eighth, so
+    /// a host that turns slow loses its larger limit within a few requests and earns it back slowly.
+    fn observe(&self, took: Duration) {
+        let sample = (took.as_micros().min(u64::MAX as u128 / 2) as u64).max(1);
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = match old {
+            0 => sample,
+            _ if sample > old => old / 2 + sample / 2,
+            _ => old - old / 8 + sample / 8,
+        };
+        self.latency_us.store(new.max(1), Ordering::Relaxed);
+    }
 }
 
 impl<T: Transport> Deliverer<T> {
@@ -96,6 +141,14 @@ impl<T: Transport> Deliverer<T> {
         self.config.request_timeout * 2 + Duration::from_secs(5)
     }
 
+    fn limits(&self) -> Limits {
+        Limits {
+            in_flight: self.config.host_concurrency as usize,
+            global: self.config.concurrency as usize,
+            lease: self.lease(),
+        }
+    }
+
     fn host(&self, host: &str) -> Arc<Host> {
         let mut hosts = self.hosts.lock().expect("host map lock");
         if hosts.len() > 10_000 {
@@ -107,21 +160,36 @@ impl<T: Transport> Deliverer<T> {
                 Arc::new(Host {
                     permits: Arc::new(Semaphore::new(self.config.host_concurrency as usize)),
                     claimed: AtomicUsize::new(0),
+                    latency_us: AtomicU64::new(0),
                 })
             })
             .clone()
     }
 
-    /// Hosts with two batches' worth of jobs claimed and unfinished.
-    fn saturated_hosts(&self) -> Vec<String> {
-        let full = 2 * self.config.host_concurrency as usize;
+    /// How many more jobs the next claim may take of each host: hosts with jobs claimed get what their limit
+    /// leaves (saturated at none), any other host one in-flight limit.
+    fn rooms(&self) -> outbox::Rooms {
+        let limits = self.limits();
+        let mut rooms = outbox::Rooms { per_host: self.config.host_concurrency as i64, ..Default::default() };
         let hosts = self.hosts.lock().expect("host map lock");
-        hosts.iter().filter(|(_, h)| h.claimed.load(Ordering::Relaxed) >= full).map(|(name, _)| name.clone()).collect()
+        for (name, host) in hosts.iter() {
+            let claimed = host.claimed.load(Ordering::Relaxed);
+            if claimed == 0 {
+                continue;
+            }
+            match host.claim_limit(limits).saturating_sub(claimed) {
+                0 => rooms.saturated.push(name.clone()),
+                room => {
+                    rooms.hosts.push(name.clone());
+                    rooms.rooms.push(room as i64);
+                }
+            }
+        }
+        rooms
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
-        let per_host = self.config.host_concurrency as i64;
-        outbox::claim(&self.ctx.pool, limit as i64, self.lease(), per_host, &self.saturated_hosts()).await
+        outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.rooms()).await
     }
 
     /// One step: claims a batch, carries every job out, records the outcomes. Returns how many jobs ran.
@@ -217,17 +285,24 @@ impl<T: Transport> Deliverer<T> {
         };
         let host = self.host(&job.callback_host);
         host.claimed.fetch_add(1, Ordering::Relaxed);
-        let one_batch = self.config.host_concurrency as usize;
+        let limits = self.limits();
         let ctx = self.ctx.clone();
         let (completed, host_freed) = (self.completed.clone(), self.host_freed.clone());
         tasks.spawn(async move {
             let finished = |host: &Host| {
-                if host.claimed.fetch_sub(1, Ordering::Relaxed) == one_batch + 1 {
+                let left = host.claimed.fetch_sub(1, Ordering::Relaxed) - 1;
+                if left <= host.claim_limit(limits) / 2 {
                     host_freed.notify_waiters();
                 }
             };
             let permit = tokio::select! {
                 permit = host.permits.clone().acquire_owned() => permit.expect("semaphores are never closed"),
+                _ = tokio::time::sleep(limits.lease / 2) => {
+                    tracing::debug!(job_id = job.id, host = job.callback_host, "put back: its host was too slow to reach it");
+                    let _ = outcomes.send(released(&job));
+                    finished(&host);
+                    return;
+                }
                 _ = token.cancelled() => {
                     let _ = outcomes.send(released(&job));
                     finished(&host);
@@ -235,6 +310,9 @@ impl<T: Transport> Deliverer<T> {
                 }
             };
             let outcome = jobs::execute(&ctx, job).await;
+            if let Some(attempt) = &outcome.attempt {
+                host.observe(attempt.duration);
+            }
             let _ = outcomes.send(outcome);
             drop((permit, global));
             finished(&host);
@@ -244,7 +322,7 @@ impl<T: Transport> Deliverer<T> {
 
     /// Sleeps until a NOTIFY, the next scheduled job, a freed host (when some are saturated), or cancellation.
     async fn wait_for_work(&self, wakeup: &mut Wakeup, token: &CancellationToken) {
-        let saturated = !self.saturated_hosts().is_empty();
+        let saturated = !self.rooms().saturated.is_empty();
         let until_due = match outbox::next_due(&self.ctx.pool).await {
             Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
             _ => POLL_INTERVAL,
@@ -293,5 +371,53 @@ async fn record_outcomes(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Out
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host { permits: Arc::new(Semaphore::new(32)), claimed: AtomicUsize::new(0), latency_us: AtomicU64::new(0) }
+    }
+
+    const LIMITS: Limits = Limits { in_flight: 32, global: 256, lease: Duration::from_secs(35) };
+
+    #[test]
+    fn a_host_gets_twice_its_in_flight_limit_claimed_until_its_pace_is_known() {
+        assert_eq!(host().claim_limit(LIMITS), 64);
+    }
+
+    #[test]
+    fn a_fast_host_gets_up_to_half_the_global_cap_claimed_and_a_slow_one_twice_its_in_flight_limit() {
+        let fast = host();
+        fast.observe(Duration::from_millis(2));
+        assert_eq!(fast.claim_limit(LIMITS), 128, "half of 256");
+        assert_eq!(fast.claim_limit(Limits { global: 10_000, ..LIMITS }), 256, "eight times 32");
+        let slow = host();
+        slow.observe(Duration::from_secs(5));
+        assert_eq!(slow.claim_limit(LIMITS), 64);
+    }
+
+    #[test]
+    fn a_host_claims_as_many_as_it_gets_through_in_a_quarter_of_the_lease() {
+        let host = host();
+        host.observe(Duration::from_secs(3));
+        // 32 at a time, 3 s each: 93 in 8.75 s (a quarter of 35 s).
+        assert_eq!(host.claim_limit(LIMITS), 93);
+    }
+
+    #[test]
+    fn a_host_that_turns_slow_loses_its_larger_limit_within_a_few_requests() {
+        let host = host();
+        host.observe(Duration::from_millis(1));
+        assert_eq!(host.claim_limit(LIMITS), 128);
+        for _ in 0..3 {
+            host.observe(Duration::from_secs(5));
+        }
+        assert_eq!(host.claim_limit(LIMITS), 64);
+        host.observe(Duration::from_millis(1));
+        assert!(host.claim_limit(LIMITS) < 80, "one fast answer does not undo it");
     }
 }

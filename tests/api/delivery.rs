@@ -325,3 +325,42 @@ async fn three_deliverers_claiming_side_by_side_send_each_event_once() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_turns_slow_still_gets_every_event_once_at_the_first_attempt() {
+    let mut config = test_config();
+    // A lease of 7 s: jobs still waiting for the host after 3.5 s are put back and claimed again later.
+    config.delivery.request_timeout = Duration::from_secs(1);
+    config.delivery.host_concurrency = 1;
+    let app = spawn_app_with(config, Roles::ALL).await;
+    let subscriber = Receiver::start().await;
+    app.subscribe_active("t", &subscriber.url("/hook"), &[]).await;
+    let fast: Vec<_> = (0..20).map(|i| json!({"topic": "t", "body": i})).collect();
+    app.publish(json!({ "events": fast })).await;
+    wait_for_deliveries(&subscriber, 20).await;
+    // Known as fast, the host has eight jobs claimed at once; one at a time, each now takes 0.8 s.
+    subscriber.set_delay(Duration::from_millis(800));
+    let slow: Vec<_> = (20..30).map(|i| json!({"topic": "t", "body": i})).collect();
+    app.publish(json!({ "events": slow })).await;
+    app.wait_for_count(
+        Duration::from_secs(30),
+        "30 deliveries recorded",
+        "SELECT count(*) FROM outbox WHERE kind = 'deliver' AND state = 'delivered'",
+        30,
+    )
+    .await;
+    let mut bodies: Vec<Vec<u8>> = subscriber.deliveries().into_iter().map(|d| d.body).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!((subscriber.deliveries().len(), bodies.len()), (30, 30), "every event once");
+    let attempts: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT a.attempt, a.outcome FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
+         WHERE o.kind = 'deliver' ORDER BY a.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts.len(), 30, "one attempt per event: {attempts:?}");
+    assert!(attempts.iter().all(|(n, outcome)| *n == 1 && outcome == "delivered"), "{attempts:?}");
+    app.stop().await;
+}
