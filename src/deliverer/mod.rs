@@ -9,7 +9,8 @@
 //! saturated hosts are left out of the next claim, so a slow subscriber never holds jobs meant for others.
 //! Batching: a host may have jobs claimed beyond its in-flight limit, waiting in memory for a permit, as many as
 //! it gets through in a quarter of the lease at the pace of its recent requests (at least twice its in-flight
-//! limit, at most eight times, and never more than half the global cap); it counts as saturated at that
+//! limit, at most eight times, and never more than its share of the global cap among the hosts with jobs
+//! claimed, half of it at most: claimed jobs hold a global permit while they wait); it counts as saturated at that
 //! number, and the loop claims again when a host is down to half of it or a good share of the global cap is free
 //! — so jobs are claimed many at a time instead of one per finished request, and a fast subscriber's jobs come
 //! in batches several times its in-flight limit. A job still waiting for its host after half the lease is put
@@ -59,8 +60,11 @@ pub struct Deliverer<T: Transport> {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     /// Woken by every finished job (the loop waits on it while the global cap is nearly used up).
     completed: Arc<Notify>,
-    /// Woken when a host is down to one batch of claimed jobs (the loop waits on it while hosts are saturated).
+    /// Woken when a host is down to half its limit of claimed jobs (the loop waits on it while hosts are
+    /// saturated).
     host_freed: Arc<Notify>,
+    /// Hosts with jobs claimed.
+    busy_hosts: Arc<AtomicUsize>,
 }
 
 /// One callback host: its in-flight limit, how many of its jobs are claimed and not yet finished, and how long
@@ -83,10 +87,12 @@ struct Limits {
 }
 
 impl Host {
-    /// How many of its jobs may be claimed at once (see the module doc).
-    fn claim_limit(&self, limits: Limits) -> usize {
+    /// How many of its jobs may be claimed at once while `busy` hosts (this one among them) have jobs claimed
+    /// (see the module doc).
+    fn claim_limit(&self, limits: Limits, busy: usize) -> usize {
         let floor = 2 * limits.in_flight;
-        let ceiling = (8 * limits.in_flight).min(limits.global / 2).max(floor);
+        let share = limits.global / busy.max(2);
+        let ceiling = (8 * limits.in_flight).min(share).max(floor);
         match self.latency_us.load(Ordering::Relaxed) {
             0 => floor,
             latency => {
@@ -126,6 +132,7 @@ impl<T: Transport> Deliverer<T> {
             hosts: Mutex::new(HashMap::new()),
             completed: Arc::new(Notify::new()),
             host_freed: Arc::new(Notify::new()),
+            busy_hosts: Arc::new(AtomicUsize::new(0)),
             config,
         }
     }
@@ -169,7 +176,7 @@ impl<T: Transport> Deliverer<T> {
     /// How many more jobs the next claim may take of each host: hosts with jobs claimed get what their limit
     /// leaves (saturated at none), any other host one in-flight limit.
     fn rooms(&self) -> outbox::Rooms {
-        let limits = self.limits();
+        let (limits, busy) = (self.limits(), self.busy_hosts.load(Ordering::Relaxed));
         let mut rooms = outbox::Rooms { per_host: self.config.host_concurrency as i64, ..Default::default() };
         let hosts = self.hosts.lock().expect("host map lock");
         for (name, host) in hosts.iter() {
@@ -177,7 +184,7 @@ impl<T: Transport> Deliverer<T> {
             if claimed == 0 {
                 continue;
             }
-            match host.claim_limit(limits).saturating_sub(claimed) {
+            match host.claim_limit(limits, busy).saturating_sub(claimed) {
                 0 => rooms.saturated.push(name.clone()),
                 room => {
                     rooms.hosts.push(name.clone());
@@ -284,14 +291,19 @@ impl<T: Transport> Deliverer<T> {
             return;
         };
         let host = self.host(&job.callback_host);
-        host.claimed.fetch_add(1, Ordering::Relaxed);
-        let limits = self.limits();
+        if host.claimed.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.busy_hosts.fetch_add(1, Ordering::Relaxed);
+        }
+        let (limits, busy_hosts) = (self.limits(), self.busy_hosts.clone());
         let ctx = self.ctx.clone();
         let (completed, host_freed) = (self.completed.clone(), self.host_freed.clone());
         tasks.spawn(async move {
             let finished = |host: &Host| {
                 let left = host.claimed.fetch_sub(1, Ordering::Relaxed) - 1;
-                if left <= host.claim_limit(limits) / 2 {
+                if left == 0 {
+                    busy_hosts.fetch_sub(1, Ordering::Relaxed);
+                }
+                if left <= host.claim_limit(limits, busy_hosts.load(Ordering::Relaxed)) / 2 {
                     host_freed.notify_waiters();
                 }
             };
@@ -386,18 +398,28 @@ mod tests {
 
     #[test]
     fn a_host_gets_twice_its_in_flight_limit_claimed_until_its_pace_is_known() {
-        assert_eq!(host().claim_limit(LIMITS), 64);
+        assert_eq!(host().claim_limit(LIMITS, 1), 64);
     }
 
     #[test]
     fn a_fast_host_gets_up_to_half_the_global_cap_claimed_and_a_slow_one_twice_its_in_flight_limit() {
         let fast = host();
         fast.observe(Duration::from_millis(2));
-        assert_eq!(fast.claim_limit(LIMITS), 128, "half of 256");
-        assert_eq!(fast.claim_limit(Limits { global: 10_000, ..LIMITS }), 256, "eight times 32");
+        assert_eq!(fast.claim_limit(LIMITS, 1), 128, "half of 256");
+        assert_eq!(fast.claim_limit(Limits { global: 10_000, ..LIMITS }, 1), 256, "eight times 32");
         let slow = host();
         slow.observe(Duration::from_secs(5));
-        assert_eq!(slow.claim_limit(LIMITS), 64);
+        assert_eq!(slow.claim_limit(LIMITS, 1), 64);
+    }
+
+    #[test]
+    fn a_fast_host_among_many_busy_ones_gets_only_its_share_of_the_global_cap_and_never_less_than_twice_its_in_flight_limit(
+    ) {
+        let fast = host();
+        fast.observe(Duration::from_millis(2));
+        assert_eq!(fast.claim_limit(LIMITS, 2), 128);
+        assert_eq!(fast.claim_limit(LIMITS, 3), 85);
+        assert_eq!(fast.claim_limit(LIMITS, 10), 64);
     }
 
     #[test]
@@ -405,19 +427,19 @@ mod tests {
         let host = host();
         host.observe(Duration::from_secs(3));
         // 32 at a time, 3 s each: 93 in 8.75 s (a quarter of 35 s).
-        assert_eq!(host.claim_limit(LIMITS), 93);
+        assert_eq!(host.claim_limit(LIMITS, 1), 93);
     }
 
     #[test]
     fn a_host_that_turns_slow_loses_its_larger_limit_within_a_few_requests() {
         let host = host();
         host.observe(Duration::from_millis(1));
-        assert_eq!(host.claim_limit(LIMITS), 128);
+        assert_eq!(host.claim_limit(LIMITS, 1), 128);
         for _ in 0..3 {
             host.observe(Duration::from_secs(5));
         }
-        assert_eq!(host.claim_limit(LIMITS), 64);
+        assert_eq!(host.claim_limit(LIMITS, 1), 64);
         host.observe(Duration::from_millis(1));
-        assert!(host.claim_limit(LIMITS) < 80, "one fast answer does not undo it");
+        assert!(host.claim_limit(LIMITS, 1) < 80, "one fast answer does not undo it");
     }
 }
