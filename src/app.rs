@@ -33,6 +33,18 @@ impl Roles {
     pub const API: Roles = Roles { api: true, spreader: false, deliverer: false };
     pub const SPREADER: Roles = Roles { api: false, spreader: true, deliverer: false };
     pub const DELIVERER: Roles = Roles { api: false, spreader: false, deliverer: true };
+
+    /// What the process's connections call themselves to PostgreSQL (`application_name`), so that
+    /// `pg_stat_activity` and the server's logs tell the processes apart.
+    pub fn process_name(self) -> &'static str {
+        match self {
+            Roles::ALL => "tidings all",
+            Roles::API => "tidings serve",
+            Roles::SPREADER => "callbacks-spreader",
+            Roles::DELIVERER => "callback-deliver",
+            _ => "tidings",
+        }
+    }
 }
 
 /// A running Tidings: its API port (when it serves the API), its pool, and its tasks.
@@ -48,7 +60,7 @@ pub struct Running {
 /// Connects (creating and migrating the database as configured) and starts the requested roles.
 pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let plans = if roles.api { db::Plans::Chosen } else { db::Plans::Generic };
-    let pool = db::connect(&config.database, config.database.pool_size, plans).await?;
+    let pool = db::connect(&config.database, config.database.pool_size, plans, roles.process_name()).await?;
     start_with_pool(config, roles, pool).await
 }
 

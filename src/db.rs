@@ -53,11 +53,12 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the pool, creating the database first when needed, and applies migrations when asked.
-pub async fn connect(config: &DatabaseConfig, pool_size: u32, plans: Plans) -> anyhow::Result<PgPool> {
+/// Opens the pool, creating the database first when needed, and applies migrations when asked. `name` is the
+/// connections' `application_name`.
+pub async fn connect(config: &DatabaseConfig, pool_size: u32, plans: Plans, name: &str) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose().as_str();
     create_database_if_missing(url).await?;
-    let mut options = connect_options(url)?;
+    let mut options = connect_options(url)?.application_name(name);
     if plans == Plans::Generic {
         options = options.options([("plan_cache_mode", "force_generic_plan")]);
     }

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let mut database = config.database.clone();
             database.migrate_on_start = true;
-            let pool = db::connect(&database, 1, tidings::db::Plans::Chosen).await?;
+            let pool = db::connect(&database, 1, tidings::db::Plans::Chosen, "tidings migrate").await?;
             tidings::partitions::ensure(&pool, &config.partitions, chrono::Utc::now(), chrono::Utc::now()).await?;
             tracing::info!("migrations applied and time partitions created");
             Ok(())

@@ -8,7 +8,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    helpers::{eventually, spawn_app, test_config},
+    helpers::{eventually, spawn_app, spawn_app_with, test_config},
     receiver::Receiver,
 };
 
@@ -134,4 +134,29 @@ async fn every_binary_exits_0_on_sigterm_and_in_flight_deliveries_finish() {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn each_process_names_itself_to_postgresql() {
+    use tidings::app::Roles;
+    let mut config = test_config();
+    config.http.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    let database = config.database.database_url.expose().path().trim_start_matches('/').to_owned();
+    let api = spawn_app_with(config.clone(), Roles::API).await;
+    let deliverer = spawn_app_with(config.clone(), Roles::DELIVERER).await;
+    let spreader = spawn_app_with(config, Roles::SPREADER).await;
+    let names: Vec<String> = eventually(Duration::from_secs(10), "a connection of each process", || async {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = $1 ORDER BY 1")
+                .bind(&database)
+                .fetch_all(&api.pool)
+                .await
+                .unwrap();
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert_eq!(names, ["callback-deliver", "callbacks-spreader", "tidings serve"]);
+    for app in [spreader, deliverer, api] {
+        app.stop().await;
+    }
 }

@@ -99,7 +99,7 @@ async fn processes_without_the_api_always_run_the_generic_plans_checked_here_and
     let mode = |plans| {
         let database = app.config.database.clone();
         async move {
-            let pool = tidings::db::connect(&database, 1, plans).await.unwrap();
+            let pool = tidings::db::connect(&database, 1, plans, "tidings").await.unwrap();
             let mode: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&pool).await.unwrap();
             pool.close().await;
             mode
