@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tidings::{
     app::{self, Roles, Running},
     config::{Config, Secret},
@@ -96,9 +96,16 @@ impl TestApp {
         eventually(timeout, what, || async { (self.count(sql).await == expected).then_some(()) }).await;
     }
 
+    /// Stops the hub and drops its database (a test that fails before this keeps its database to look at).
     pub async fn stop(self) {
         self.running.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await;
+        self.pool.close().await;
+        let name = self.config.database.database_url.expose().path().trim_start_matches('/').to_owned();
+        if let Ok(mut server) = sqlx::PgConnection::connect(&server_url()).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut server).await;
+            let _ = server.close().await;
+        }
     }
 }
 
