@@ -10,7 +10,7 @@
 //! Batching: a host may have jobs claimed beyond its in-flight limit, waiting in memory for a permit, as many as
 //! it gets through in a quarter of the lease at the pace of its recent requests (at least twice its in-flight
 //! limit, at most eight times, and never more than its share of the global cap among the hosts with jobs
-//! claimed, half of it at most: claimed jobs hold a global permit while they wait); it counts as saturated at that
+//! claimed: claimed jobs hold a global permit while they wait); it counts as saturated at that
 //! number, and the loop claims again when a host is down to half of it or a good share of the global cap is free
 //! — so jobs are claimed many at a time instead of one per finished request, and a fast subscriber's jobs come
 //! in batches several times its in-flight limit. A job still waiting for its host after half the lease is put
@@ -91,7 +91,7 @@ impl Host {
     /// (see the module doc).
     fn claim_limit(&self, limits: Limits, busy: usize) -> usize {
         let floor = 2 * limits.in_flight;
-        let share = limits.global / busy.max(2);
+        let share = limits.global / busy.max(1);
         let ceiling = (8 * limits.in_flight).min(share).max(floor);
         match self.latency_us.load(Ordering::Relaxed) {
             0 => floor,
@@ -402,11 +402,12 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_host_gets_up_to_half_the_global_cap_claimed_and_a_slow_one_twice_its_in_flight_limit() {
+    fn a_fast_host_alone_gets_up_to_eight_times_its_in_flight_limit_within_the_global_cap_and_a_slow_one_twice() {
         let fast = host();
         fast.observe(Duration::from_millis(2));
-        assert_eq!(fast.claim_limit(LIMITS, 1), 128, "half of 256");
+        assert_eq!(fast.claim_limit(LIMITS, 1), 256, "eight times 32");
         assert_eq!(fast.claim_limit(Limits { global: 10_000, ..LIMITS }, 1), 256, "eight times 32");
+        assert_eq!(fast.claim_limit(Limits { global: 100, ..LIMITS }, 1), 100, "the global cap");
         let slow = host();
         slow.observe(Duration::from_secs(5));
         assert_eq!(slow.claim_limit(LIMITS, 1), 64);
@@ -434,7 +435,7 @@ mod tests {
     fn a_host_that_turns_slow_loses_its_larger_limit_within_a_few_requests() {
         let host = host();
         host.observe(Duration::from_millis(1));
-        assert_eq!(host.claim_limit(LIMITS, 1), 128);
+        assert_eq!(host.claim_limit(LIMITS, 1), 256);
         for _ in 0..3 {
             host.observe(Duration::from_secs(5));
         }
