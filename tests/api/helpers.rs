@@ -40,6 +40,11 @@ pub fn test_config() -> Config {
     config
 }
 
+/// The name of the database `config` points at.
+pub fn database_name(config: &Config) -> String {
+    config.database.database_url.expose().path().trim_start_matches('/').to_owned()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_config(), Roles::ALL).await
 }
@@ -101,7 +106,7 @@ impl TestApp {
         self.running.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await;
         self.pool.close().await;
-        let name = self.config.database.database_url.expose().path().trim_start_matches('/').to_owned();
+        let name = database_name(&self.config);
         if let Ok(mut server) = sqlx::PgConnection::connect(&server_url()).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut server).await;
             let _ = server.close().await;

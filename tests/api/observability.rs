@@ -8,7 +8,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    helpers::{eventually, spawn_app, spawn_app_with, test_config},
+    helpers::{database_name, eventually, spawn_app, spawn_app_with, test_config},
     receiver::Receiver,
 };
 
@@ -141,7 +141,7 @@ async fn each_process_names_itself_to_postgresql() {
     use tidings::app::Roles;
     let mut config = test_config();
     config.http.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    let database = config.database.database_url.expose().path().trim_start_matches('/').to_owned();
+    let database = database_name(&config);
     let api = spawn_app_with(config.clone(), Roles::API).await;
     let deliverer = spawn_app_with(config.clone(), Roles::DELIVERER).await;
     let spreader = spawn_app_with(config, Roles::SPREADER).await;
