@@ -135,7 +135,8 @@ pub struct DeliveryConfig {
     /// Timeout of one callback request (delivery or verification), in seconds.
     #[arg(long, env = "TIDINGS_DELIVERY_TIMEOUT_SECONDS", default_value = "15", value_parser = parse_seconds)]
     pub request_timeout: Duration,
-    /// Requests in flight at once across all callbacks, per deliverer process.
+    /// Requests in flight at once across all callbacks, per deliverer process (jobs claimed and not finished: at
+    /// most twice this).
     #[arg(long, env = "TIDINGS_DELIVERY_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
     /// Requests in flight at once to one callback host, per deliverer process.

@@ -5,15 +5,19 @@
 //! [`Deliverer::run_until_stopped`] claims continuously, waking on `NOTIFY tidings_outbox` with a timed fallback
 //! for scheduled retries; and the binaries that call it.
 //!
-//! Isolation: a global semaphore caps requests in flight; a per-host semaphore caps each callback host, and
-//! saturated hosts are left out of the next claim, so a slow subscriber never holds jobs meant for others.
+//! Isolation: a global semaphore caps requests in flight and a per-host semaphore each callback host's; a job
+//! takes its global permit only once it has its host's, just for its request, so jobs waiting for a slow host
+//! never take the requests others need. Saturated hosts are left out of the next claim, so a slow subscriber
+//! never holds jobs meant for others. Jobs claimed and not finished are capped at twice the global cap (memory,
+//! and leases that run while jobs wait).
 //! Batching: a host may have jobs claimed beyond its in-flight limit, waiting in memory for a permit, as many as
 //! it gets through in a quarter of the lease at the pace of its recent requests (at least twice its in-flight
-//! limit, at most eight times, and never more than its share of the global cap among the hosts with jobs
-//! claimed: claimed jobs hold a global permit while they wait); it counts as saturated at that
-//! number, and the loop claims again when a host is down to half of it or a good share of the global cap is free
-//! — so jobs are claimed many at a time instead of one per finished request, and a fast subscriber's jobs come
-//! in batches several times its in-flight limit. A job still waiting for its host after half the lease is put
+//! limit, at most eight times, and never more than its share of the claim cap among the hosts with jobs claimed
+//! and one more, so some is always left for a host with none claimed yet — a subscriber that was fast and turns
+//! slow keeps its larger limit for a few requests); it counts as saturated at that number, and the loop claims
+//! again when a host is down to half of it or a good share of the claim cap is free — so jobs are claimed many
+//! at a time instead of one per finished request, and a fast subscriber's jobs come in batches several times
+//! its in-flight limit. A job still waiting for its host after half the lease is put
 //! back untouched (when a host turns slow), so no claimed job starts once another deliverer could claim it.
 //! Failure policy: a database error backs off and retries; an outcome that cannot be recorded leaves its job
 //! leased, and the lease running out brings it back (at-least-once). On shutdown no new job is claimed, jobs
@@ -56,9 +60,12 @@ const POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Deliverer<T: Transport> {
     ctx: Arc<Context<T>>,
     config: DeliveryConfig,
-    global: Arc<Semaphore>,
+    /// Requests in flight (`TIDINGS_DELIVERY_CONCURRENCY`).
+    in_flight: Arc<Semaphore>,
+    /// Jobs claimed and not finished.
+    claimed: Arc<Semaphore>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
-    /// Woken by every finished job (the loop waits on it while the global cap is nearly used up).
+    /// Woken by every finished job (the loop waits on it while the claim cap is nearly used up).
     completed: Arc<Notify>,
     /// Woken when a host is down to half its limit of claimed jobs (the loop waits on it while hosts are
     /// saturated).
@@ -81,8 +88,8 @@ struct Host {
 struct Limits {
     /// Requests in flight to one host.
     in_flight: usize,
-    /// Requests in flight in all.
-    global: usize,
+    /// Jobs claimed and not finished, in all.
+    claimable: usize,
     lease: Duration,
 }
 
@@ -90,8 +97,8 @@ impl Host {
     /// How many of its jobs may be claimed at once while `busy` hosts (this one among them) have jobs claimed
     /// (see the module doc).
     fn claim_limit(&self, limits: Limits, busy: usize) -> usize {
-        let floor = 2 * limits.in_flight;
-        let share = limits.global / busy.max(1);
+        let share = (limits.claimable / (busy.max(1) + 1)).max(1);
+        let floor = (2 * limits.in_flight).min(share);
         let ceiling = (8 * limits.in_flight).min(share).max(floor);
         match self.latency_us.load(Ordering::Relaxed) {
             0 => floor,
@@ -128,7 +135,8 @@ impl<T: Transport> Deliverer<T> {
         };
         Self {
             ctx: Arc::new(ctx),
-            global: Arc::new(Semaphore::new(config.concurrency as usize)),
+            in_flight: Arc::new(Semaphore::new(config.concurrency as usize)),
+            claimed: Arc::new(Semaphore::new(claim_cap(&config))),
             hosts: Mutex::new(HashMap::new()),
             completed: Arc::new(Notify::new()),
             host_freed: Arc::new(Notify::new()),
@@ -151,7 +159,7 @@ impl<T: Transport> Deliverer<T> {
     fn limits(&self) -> Limits {
         Limits {
             in_flight: self.config.host_concurrency as usize,
-            global: self.config.concurrency as usize,
+            claimable: claim_cap(&self.config),
             lease: self.lease(),
         }
     }
@@ -205,9 +213,9 @@ impl<T: Transport> Deliverer<T> {
         let count = jobs.len();
         let runs = jobs.into_iter().map(|job| {
             let host = self.host(&job.callback_host).permits.clone();
-            let ctx = self.ctx.clone();
+            let (in_flight, ctx) = (self.in_flight.clone(), self.ctx.clone());
             async move {
-                let _permit = host.acquire_owned().await.expect("semaphores are never closed");
+                let _permits = acquire_both(host, in_flight).await;
                 jobs::execute(&ctx, job).await
             }
         });
@@ -228,8 +236,8 @@ impl<T: Transport> Deliverer<T> {
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             // Claim when a useful share of the cap is free (or nothing runs), not after every finished request.
-            let free = self.global.available_permits();
-            let worth_claiming = (self.config.concurrency as usize / 8).clamp(1, self.config.batch_size as usize);
+            let free = self.claimed.available_permits();
+            let worth_claiming = (claim_cap(&self.config) / 16).clamp(1, self.config.batch_size as usize);
             if free == 0 || (free < worth_claiming && !tasks.is_empty()) {
                 // The timeout covers a finish between the check above and the wait.
                 tokio::select! {
@@ -286,7 +294,7 @@ impl<T: Transport> Deliverer<T> {
         outcomes: mpsc::UnboundedSender<Outcome>,
         token: CancellationToken,
     ) {
-        let Ok(global) = self.global.clone().try_acquire_owned() else {
+        let Ok(claim) = self.claimed.clone().try_acquire_owned() else {
             let _ = outcomes.send(released(&job));
             return;
         };
@@ -295,7 +303,7 @@ impl<T: Transport> Deliverer<T> {
             self.busy_hosts.fetch_add(1, Ordering::Relaxed);
         }
         let (limits, busy_hosts) = (self.limits(), self.busy_hosts.clone());
-        let ctx = self.ctx.clone();
+        let (ctx, in_flight) = (self.ctx.clone(), self.in_flight.clone());
         let (completed, host_freed) = (self.completed.clone(), self.host_freed.clone());
         tasks.spawn(async move {
             let finished = |host: &Host| {
@@ -307,8 +315,8 @@ impl<T: Transport> Deliverer<T> {
                     host_freed.notify_waiters();
                 }
             };
-            let permit = tokio::select! {
-                permit = host.permits.clone().acquire_owned() => permit.expect("semaphores are never closed"),
+            let permits = tokio::select! {
+                permits = acquire_both(host.permits.clone(), in_flight) => permits,
                 _ = tokio::time::sleep(limits.lease / 2) => {
                     tracing::debug!(job_id = job.id, host = job.callback_host, "put back: its host was too slow to reach it");
                     let _ = outcomes.send(released(&job));
@@ -326,7 +334,7 @@ impl<T: Transport> Deliverer<T> {
                 host.observe(attempt.duration);
             }
             let _ = outcomes.send(outcome);
-            drop((permit, global));
+            drop((permits, claim));
             finished(&host);
             completed.notify_waiters();
         });
@@ -350,6 +358,21 @@ impl<T: Transport> Deliverer<T> {
             _ = token.cancelled() => {}
         }
     }
+}
+
+/// Jobs claimed and not finished, at most: twice the requests in flight.
+fn claim_cap(config: &DeliveryConfig) -> usize {
+    2 * config.concurrency as usize
+}
+
+/// A host's permit, then one of the requests in flight: a job waiting for its host holds no global permit.
+async fn acquire_both(
+    host: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+) -> (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit) {
+    let host = host.acquire_owned().await.expect("semaphores are never closed");
+    let global = in_flight.acquire_owned().await.expect("semaphores are never closed");
+    (host, global)
 }
 
 fn released(job: &Job) -> Outcome {
@@ -394,7 +417,7 @@ mod tests {
         Host { permits: Arc::new(Semaphore::new(32)), claimed: AtomicUsize::new(0), latency_us: AtomicU64::new(0) }
     }
 
-    const LIMITS: Limits = Limits { in_flight: 32, global: 256, lease: Duration::from_secs(35) };
+    const LIMITS: Limits = Limits { in_flight: 32, claimable: 512, lease: Duration::from_secs(35) };
 
     #[test]
     fn a_host_gets_twice_its_in_flight_limit_claimed_until_its_pace_is_known() {
@@ -402,25 +425,25 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_host_alone_gets_up_to_eight_times_its_in_flight_limit_within_the_global_cap_and_a_slow_one_twice() {
+    fn a_fast_host_alone_gets_up_to_eight_times_its_in_flight_limit_within_half_the_claim_cap_and_a_slow_one_twice() {
         let fast = host();
         fast.observe(Duration::from_millis(2));
         assert_eq!(fast.claim_limit(LIMITS, 1), 256, "eight times 32");
-        assert_eq!(fast.claim_limit(Limits { global: 10_000, ..LIMITS }, 1), 256, "eight times 32");
-        assert_eq!(fast.claim_limit(Limits { global: 100, ..LIMITS }, 1), 100, "the global cap");
+        assert_eq!(fast.claim_limit(Limits { claimable: 10_000, ..LIMITS }, 1), 256, "eight times 32");
+        assert_eq!(fast.claim_limit(Limits { claimable: 200, ..LIMITS }, 1), 100, "half the cap");
+        assert_eq!(fast.claim_limit(Limits { claimable: 100, ..LIMITS }, 1), 50, "half the cap, under twice 32");
         let slow = host();
         slow.observe(Duration::from_secs(5));
         assert_eq!(slow.claim_limit(LIMITS, 1), 64);
     }
 
     #[test]
-    fn a_fast_host_among_many_busy_ones_gets_only_its_share_of_the_global_cap_and_never_less_than_twice_its_in_flight_limit(
-    ) {
+    fn a_fast_host_among_busy_ones_gets_only_its_share_of_the_claim_cap_leaving_one_for_a_host_with_none_claimed() {
         let fast = host();
         fast.observe(Duration::from_millis(2));
-        assert_eq!(fast.claim_limit(LIMITS, 2), 128);
-        assert_eq!(fast.claim_limit(LIMITS, 3), 85);
-        assert_eq!(fast.claim_limit(LIMITS, 10), 64);
+        assert_eq!(fast.claim_limit(LIMITS, 2), 170, "a third of 512");
+        assert_eq!(fast.claim_limit(LIMITS, 3), 128, "a quarter");
+        assert_eq!(fast.claim_limit(LIMITS, 10), 46, "an eleventh, under twice 32");
     }
 
     #[test]

@@ -227,6 +227,31 @@ async fn a_slow_subscriber_does_not_delay_another() {
 }
 
 #[tokio::test]
+async fn a_subscriber_known_as_fast_that_turns_slow_does_not_hold_up_another() {
+    let mut config = test_config();
+    // Eight requests in flight in all, two per host: jobs claimed ahead for the slow host must not take the
+    // requests the other one needs.
+    config.delivery.concurrency = 8;
+    config.delivery.host_concurrency = 2;
+    let app = spawn_app_with(config, Roles::ALL).await;
+    let slow = Receiver::start().await;
+    let fast = Receiver::start().await;
+    app.subscribe_active("t", &slow.url("/slow"), &[]).await;
+    app.subscribe_active("t", &fast.url("/fast"), &[]).await;
+    app.publish(json!({"topic": "t", "body": "warm-up"})).await;
+    wait_for_deliveries(&slow, 1).await;
+    wait_for_deliveries(&fast, 1).await;
+    slow.set_delay(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        app.publish(json!({"topic": "t", "body": i})).await;
+    }
+    wait_for_deliveries(&fast, 41).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "the fast subscriber waited {:?}", started.elapsed());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_deliverer_killed_mid_batch_and_restarted_delivers_everything() {
     let mut config = test_config();
     config.delivery.request_timeout = Duration::from_secs(1);
