@@ -74,7 +74,7 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
     ORDER BY c.id";
 
 /// How many jobs one claim may take for each callback host.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Rooms {
     /// For a host not named below.
     pub per_host: i64,

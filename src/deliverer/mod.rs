@@ -417,6 +417,13 @@ mod tests {
         Host { permits: Arc::new(Semaphore::new(32)), claimed: AtomicUsize::new(0), latency_us: AtomicU64::new(0) }
     }
 
+    /// A host whose one finished request took `took`.
+    fn host_that_took(took: Duration) -> Host {
+        let host = host();
+        host.observe(took);
+        host
+    }
+
     const LIMITS: Limits = Limits { in_flight: 32, claimable: 512, lease: Duration::from_secs(35) };
 
     #[test]
@@ -426,21 +433,18 @@ mod tests {
 
     #[test]
     fn a_fast_host_alone_gets_up_to_eight_times_its_in_flight_limit_within_half_the_claim_cap_and_a_slow_one_twice() {
-        let fast = host();
-        fast.observe(Duration::from_millis(2));
+        let fast = host_that_took(Duration::from_millis(2));
         assert_eq!(fast.claim_limit(LIMITS, 1), 256, "eight times 32");
         assert_eq!(fast.claim_limit(Limits { claimable: 10_000, ..LIMITS }, 1), 256, "eight times 32");
         assert_eq!(fast.claim_limit(Limits { claimable: 200, ..LIMITS }, 1), 100, "half the cap");
         assert_eq!(fast.claim_limit(Limits { claimable: 100, ..LIMITS }, 1), 50, "half the cap, under twice 32");
-        let slow = host();
-        slow.observe(Duration::from_secs(5));
+        let slow = host_that_took(Duration::from_secs(5));
         assert_eq!(slow.claim_limit(LIMITS, 1), 64);
     }
 
     #[test]
     fn a_fast_host_among_busy_ones_gets_only_its_share_of_the_claim_cap_leaving_one_for_a_host_with_none_claimed() {
-        let fast = host();
-        fast.observe(Duration::from_millis(2));
+        let fast = host_that_took(Duration::from_millis(2));
         assert_eq!(fast.claim_limit(LIMITS, 2), 170, "a third of 512");
         assert_eq!(fast.claim_limit(LIMITS, 3), 128, "a quarter");
         assert_eq!(fast.claim_limit(LIMITS, 10), 46, "an eleventh, under twice 32");
@@ -448,16 +452,14 @@ mod tests {
 
     #[test]
     fn a_host_claims_as_many_as_it_gets_through_in_a_quarter_of_the_lease() {
-        let host = host();
-        host.observe(Duration::from_secs(3));
+        let host = host_that_took(Duration::from_secs(3));
         // 32 at a time, 3 s each: 93 in 8.75 s (a quarter of 35 s).
         assert_eq!(host.claim_limit(LIMITS, 1), 93);
     }
 
     #[test]
     fn a_host_that_turns_slow_loses_its_larger_limit_within_a_few_requests() {
-        let host = host();
-        host.observe(Duration::from_millis(1));
+        let host = host_that_took(Duration::from_millis(1));
         assert_eq!(host.claim_limit(LIMITS, 1), 256);
         for _ in 0..3 {
             host.observe(Duration::from_secs(5));
