@@ -140,7 +140,18 @@ async fn expire_locked(conn: &mut sqlx::PgConnection, before: DateTime<Utc>) -> 
 struct PeriodTable {
     parent: String,
     child: String,
-    state: String,
+    state: TableState,
+}
+
+/// How a table of a period stands, as `tidings_period_tables` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+enum TableState {
+    Attached,
+    /// A concurrent detach was interrupted; `DETACH PARTITION ... FINALIZE` completes it.
+    Detaching,
+    Detached,
+    Missing,
 }
 
 async fn period_tables(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Vec<PeriodTable>, sqlx::Error> {
@@ -185,14 +196,14 @@ async fn reattach(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<i32, sq
 /// check, on the detached tables, which then go back; an event committed late is seen the same way.
 async fn retire(conn: &mut sqlx::PgConnection, suffix: &str) -> Result<Expired, sqlx::Error> {
     let tables = period_tables(conn, suffix).await?;
-    if tables.iter().all(|t| t.state == "attached") {
+    if tables.iter().all(|t| t.state == TableState::Attached) {
         let (pending, unspread) = blockers(conn, suffix).await?;
         if pending > 0 || unspread > 0 {
             tracing::info!(partition = %suffix, pending, unspread, "retention keeps an expired period until its jobs finish");
             return Ok(Expired::Kept { suffix: suffix.to_owned(), pending, unspread });
         }
     }
-    for table in tables.iter().filter(|t| t.state == "attached") {
+    for table in tables.iter().filter(|t| t.state == TableState::Attached) {
         ddl(&mut *conn, &format!("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY", table.parent, table.child)).await?;
     }
     let (pending, unspread) = blockers(conn, suffix).await?;

@@ -14,9 +14,8 @@
 //! database holds spreading back until it ends (visible as spreader lag). A work table filled in the publish
 //! transaction would avoid that but doubles every write.
 //!
-//! Exactly once per (event, subscription): jobs are inserted with `ON CONFLICT DO NOTHING` on that unique key
-//! (which also holds the event's publish time: a job lives in its event's time partition),
-//! and the cursor advances in the same transaction as the jobs it wrote; a crash anywhere repeats work but
+//! Exactly once per (event, subscription): jobs are written by the outbox's `enqueue_deliveries!` SQL, which does
+//! nothing on that unique key, and the cursor advances in the same transaction as the jobs it wrote; a crash anywhere repeats work but
 //! neither duplicates nor loses it. Replicas take turns on the cursor row (`FOR UPDATE SKIP LOCKED`): one spreads,
 //! the others find it locked and wait, so running several gives neither duplicates nor gaps.
 //!
@@ -35,7 +34,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{events::EVENTS_CHANNEL, metrics::Metrics, subscriptions::store::OUTBOX_CHANNEL, wakeup::Wakeup};
+use crate::{
+    events::EVENTS_CHANNEL,
+    metrics::Metrics,
+    outbox::{enqueue_deliveries, wake_if_any, OUTBOX_CHANNEL},
+    wakeup::Wakeup,
+};
 
 /// Which active subscriptions receive an event on topic `$topic`: the one rule shared by spreading and dry runs.
 macro_rules! matching_subscriptions {
@@ -94,12 +98,11 @@ pub const SPREAD_SQL: &str = concat!(
          ) m
          WHERE b.kind = 'content'
          ORDER BY b.txid, b.position, m.id LIMIT $3
-     ), jobs AS (
-         INSERT INTO outbox (kind, subscription_id, event_position, logged_at)
-         SELECT 'deliver', p.id, p.position, p.published_at FROM pairs p ORDER BY p.txid, p.position, p.id
-         ON CONFLICT (event_position, subscription_id, logged_at) DO NOTHING
-         RETURNING 1
-     ), partial AS (
+     ), jobs AS (",
+    enqueue_deliveries!(
+        "SELECT 'deliver', p.id, p.position, p.published_at FROM pairs p ORDER BY p.txid, p.position, p.id"
+    ),
+    "), partial AS (
          SELECT p.txid, p.position, p.id FROM pairs p WHERE (SELECT count(*) FROM pairs) >= $3
          ORDER BY p.txid DESC, p.position DESC, p.id DESC LIMIT 1
      ), last AS (
@@ -111,9 +114,9 @@ pub const SPREAD_SQL: &str = concat!(
          UPDATE spreader_cursor c
          SET txid = last.txid, position = last.position, subscription_id = last.id, updated_at = now()
          FROM last WHERE c.id RETURNING c.position
-     ), woken AS (
-         SELECT pg_notify($2, '') FROM (SELECT 1 FROM jobs LIMIT 1) j
-     )
+     ), woken AS (",
+    wake_if_any!("jobs", "$2"),
+    ")
      SELECT (SELECT count(*) FROM cursor), (SELECT count(*) FROM batch), (SELECT count(*) FROM jobs),
             (SELECT count(*) FROM moved), (SELECT count(*) FROM woken), (SELECT count(*) FROM partial),
             (SELECT count(*) FROM held)

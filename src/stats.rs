@@ -1,16 +1,12 @@
 //! Read models over the outbox and the log: progress of a group of events, delivery statistics per topic and
-//! per subscription, and the operator actions that create or reset jobs (replay, bulk redelivery).
-//! Failure policy: plain queries; every action is bounded and idempotent when repeated.
+//! per subscription. Reads only; the jobs themselves are created and reset by [`crate::outbox`].
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::subscriptions::store::OUTBOX_CHANNEL;
-
-/// The most jobs one replay or bulk redelivery call creates or resets.
-pub const MAX_BULK: i64 = 100_000;
+use crate::outbox::delivery_status;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
 pub struct GroupProgress {
@@ -24,16 +20,19 @@ pub struct GroupProgress {
 
 /// How the deliveries of every event with this group id stand.
 pub async fn group_progress(pool: &PgPool, group_id: &str) -> Result<GroupProgress, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "SELECT (SELECT count(*) FROM events WHERE group_id = $1 AND kind = 'content') AS events,
-                count(o.id) FILTER (WHERE o.state = 'pending' AND o.last_error IS NULL) AS pending,
-                count(o.id) FILTER (WHERE o.state = 'pending' AND o.last_error IS NOT NULL) AS retrying,
-                count(o.id) FILTER (WHERE o.state = 'delivered') AS delivered,
-                count(o.id) FILTER (WHERE o.state = 'dead') AS dead,
-                count(o.id) FILTER (WHERE o.state = 'cancelled') AS cancelled
+                count(o.id) FILTER (WHERE status = 'pending') AS pending,
+                count(o.id) FILTER (WHERE status = 'retrying') AS retrying,
+                count(o.id) FILTER (WHERE status = 'delivered') AS delivered,
+                count(o.id) FILTER (WHERE status = 'dead') AS dead,
+                count(o.id) FILTER (WHERE status = 'cancelled') AS cancelled
          FROM events e JOIN outbox o ON o.event_position = e.position AND o.kind = 'deliver'
-         WHERE e.group_id = $1 AND e.kind = 'content'",
-    )
+              CROSS JOIN LATERAL (SELECT ",
+        delivery_status!(),
+        " AS status) st
+         WHERE e.group_id = $1 AND e.kind = 'content'"
+    ))
     .bind(group_id)
     .fetch_one(pool)
     .await
@@ -99,78 +98,4 @@ pub async fn delivery_stats(
     .bind(subscription_id)
     .fetch_all(pool)
     .await
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Replayed {
-    /// New delivery jobs created.
-    pub created: i64,
-    /// Where to continue when the bound was reached (None: the replay reached the head of the log).
-    pub next_position: Option<i64>,
-}
-
-/// Creates delivery jobs for the events at or after `from_position` (and `from_time`) that the subscription
-/// matches and that have no job for it yet, up to `limit` events. Repeating the call creates nothing new.
-pub async fn replay(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    from_position: i64,
-    from_time: Option<DateTime<Utc>>,
-    limit: i64,
-) -> Result<Replayed, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (created, last, scanned): (i64, Option<i64>, i64) = sqlx::query_as(
-        "WITH matched AS (
-             SELECT e.position, e.published_at FROM subscriptions s JOIN events e
-                 ON tidings_topic_matches(s.topic, s.pattern_prefix, e.topic)
-             WHERE s.id = $1 AND e.kind = 'content' AND e.position >= $2
-               AND ($3::timestamptz IS NULL OR e.published_at >= $3)
-             ORDER BY e.position LIMIT $4
-         ), created AS (
-             INSERT INTO outbox (kind, subscription_id, event_position, logged_at)
-             SELECT 'deliver', $1, position, published_at FROM matched ORDER BY position
-             ON CONFLICT (event_position, subscription_id, logged_at) DO NOTHING
-             RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM created), (SELECT max(position) FROM matched), (SELECT count(*) FROM matched)",
-    )
-    .bind(subscription_id)
-    .bind(from_position)
-    .bind(from_time)
-    .bind(limit)
-    .fetch_one(&mut *tx)
-    .await?;
-    if created > 0 {
-        sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(Replayed { created, next_position: last.filter(|_| scanned == limit).map(|p| p + 1) })
-}
-
-/// Puts the dead deliveries of a subscription created in [since, until) back in the queue. Returns how many.
-pub async fn redeliver_dead(
-    pool: &PgPool,
-    subscription_id: Uuid,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let reset = sqlx::query(
-        "UPDATE outbox SET state = 'pending', attempts = 0, due_at = now(), finished_at = NULL, leased_until = NULL
-         WHERE id IN (SELECT id FROM outbox WHERE subscription_id = $1 AND kind = 'deliver' AND state = 'dead'
-                        AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
-                      ORDER BY id LIMIT $4)",
-    )
-    .bind(subscription_id)
-    .bind(since)
-    .bind(until)
-    .bind(MAX_BULK)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
-    if reset > 0 {
-        sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(reset)
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::{
+    outbox,
     policies::{self, Policy},
     stats,
     subscriptions::{state::Transition, store},
@@ -96,11 +97,11 @@ pub async fn replay(
     let id = subscription_id(&path)?;
     let r: ReplayRequest = body(&raw)?;
     let limit = r.limit.unwrap_or(10_000);
-    if !(1..=stats::MAX_BULK).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {}", stats::MAX_BULK)));
+    if !(1..=outbox::MAX_BULK).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {}", outbox::MAX_BULK)));
     }
     active_subscription(&state, id).await?;
-    let replayed = stats::replay(&state.pool, id, r.from_position, r.from_time, limit).await?;
+    let replayed = outbox::replay(&state.pool, id, r.from_position, r.from_time, limit).await?;
     tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription");
     Ok(HttpResponse::Ok().json(replayed))
 }
@@ -123,7 +124,7 @@ pub async fn redeliver_dead(
     let id = subscription_id(&path)?;
     let r: RangeRequest = body(&raw)?;
     active_subscription(&state, id).await?;
-    let redelivered = stats::redeliver_dead(&state.pool, id, r.since, r.until).await?;
+    let redelivered = outbox::redeliver_dead(&state.pool, id, r.since, r.until).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "redelivered": redelivered })))
 }
 

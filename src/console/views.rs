@@ -240,7 +240,7 @@ impl From<Delivery> for DeliveryRow {
         Self {
             id: d.id,
             state_class: outcome_class(&d.state),
-            state: if d.state == "pending" && d.last_error.is_some() { "retrying".into() } else { d.state.clone() },
+            state: d.status.clone(),
             kind: d.kind,
             attempts: d.attempts,
             last_status: d.last_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),

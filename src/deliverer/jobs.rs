@@ -16,9 +16,13 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    outbox::{Attempt, Job, Next, Outcome},
+    outbox::{Attempt, Job, JobKind, Next, Outcome},
     retry::{parse_retry_after, RetrySchedule},
-    subscriptions::store,
+    subscriptions::{
+        request::{RequestMode, RequestState},
+        state::State,
+        store,
+    },
 };
 
 pub struct Context<T> {
@@ -49,27 +53,30 @@ pub fn after_failure(
 }
 
 pub async fn execute<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
-    let kind = job.kind.clone();
-    let outcome = match kind.as_str() {
-        "deliver" => deliver(ctx, job).await,
-        "verify" => verify(ctx, job).await,
-        _ => deny(ctx, job).await,
+    let kind = job.kind;
+    let outcome = match kind {
+        JobKind::Deliver => deliver(ctx, job).await,
+        JobKind::Verify => verify(ctx, job).await,
+        JobKind::Deny => deny(ctx, job).await,
     };
-    count(&ctx.metrics, &kind, &outcome);
+    count(&ctx.metrics, kind, &outcome);
     outcome
 }
 
-fn count(metrics: &Metrics, kind: &str, outcome: &Outcome) {
+fn count(metrics: &Metrics, kind: JobKind, outcome: &Outcome) {
     let label = match (&outcome.attempt, &outcome.next) {
         (Some(attempt), _) => {
-            metrics.attempt_seconds.with_label_values(&[kind]).observe(attempt.duration.as_secs_f64());
+            metrics.attempt_seconds.with_label_values(&[kind.as_str()]).observe(attempt.duration.as_secs_f64());
             attempt.outcome
         }
         (None, Next::Cancelled) => "cancelled",
         (None, Next::Dead) => "dead",
         (None, _) => return,
     };
-    let counter = if kind == "deliver" { &metrics.deliveries } else { &metrics.verifications };
+    let counter = match kind {
+        JobKind::Deliver => &metrics.deliveries,
+        JobKind::Verify | JobKind::Deny => &metrics.verifications,
+    };
     counter.with_label_values(&[label]).inc();
 }
 
@@ -120,7 +127,7 @@ impl Sent {
 
 #[tracing::instrument(skip_all, fields(job_id = job.id, subscription_id = %job.subscription_id, event_id = ?job.event_id, attempt = job.attempts))]
 async fn deliver<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
-    if job.subscription_state != "active" || job.expires_at.is_none_or(|at| at <= Utc::now()) {
+    if job.subscription_state != State::Active || job.expires_at.is_none_or(|at| at <= Utc::now()) {
         return settled(
             &job,
             Next::Cancelled,
@@ -178,9 +185,9 @@ async fn verify<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
     };
     {
         let mut query = url.query_pairs_mut();
-        query.append_pair("hub.mode", &request.mode).append_pair("hub.topic", &request.topic);
+        query.append_pair("hub.mode", request.mode.as_str()).append_pair("hub.topic", &request.topic);
         query.append_pair("hub.challenge", &challenge);
-        if request.mode == "subscribe" {
+        if request.mode == RequestMode::Subscribe {
             query.append_pair("hub.lease_seconds", &request.lease_seconds.unwrap_or_default().to_string());
         }
     }
@@ -202,13 +209,13 @@ async fn verify<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
         };
         let (next, label) = if refused { (Next::Dead, "refused") } else { sent.failure_next(ctx, &job) };
         if next == Next::Dead {
-            if let Err(e) = store::finish_unapplied(&ctx.pool, request.id, "failed", Some(&reason)).await {
+            if let Err(e) = store::finish_unapplied(&ctx.pool, request.id, RequestState::Failed, Some(&reason)).await {
                 tracing::error!(error = %e, "could not record a failed verification");
             }
         }
         (next, label, Some(reason))
     };
-    tracing::info!(outcome = label, mode = request.mode, "verification of intent");
+    tracing::info!(outcome = label, mode = request.mode.as_str(), "verification of intent");
     job.outcome(next, Some(sent.attempt(label)), error)
 }
 
@@ -230,7 +237,7 @@ async fn deny<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
         Err(_) => sent.failure_next(ctx, &job),
     };
     if !matches!(next, Next::Retry(_)) {
-        let state = if next == Next::Delivered { "notified" } else { "failed" };
+        let state = if next == Next::Delivered { RequestState::Notified } else { RequestState::Failed };
         if let Err(e) = store::finish_unapplied(&ctx.pool, request.id, state, None).await {
             tracing::error!(error = %e, "could not record a denial notice");
         }
@@ -242,7 +249,7 @@ async fn deny<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
 async fn load_pending<T>(ctx: &Context<T>, job: &Job) -> Option<store::PendingRequest> {
     let id = job.request_id?;
     match store::load_request(&ctx.pool, id).await {
-        Ok(Some(r)) if r.state == "pending" => Some(r),
+        Ok(Some(r)) if r.state == RequestState::Pending => Some(r),
         Ok(_) => None,
         Err(e) => {
             tracing::error!(error = %e, request_id = %id, "could not load a subscription request");

@@ -47,8 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::DeliveryConfig,
     metrics::Metrics,
-    outbox::{self, Job, Next, Outcome},
-    subscriptions::store::OUTBOX_CHANNEL,
+    outbox::{self, Job, Next, Outcome, OUTBOX_CHANNEL},
     wakeup::Wakeup,
 };
 use jobs::Context;

@@ -22,6 +22,66 @@ impl Mode {
     }
 }
 
+/// The mode of a stored request (`subscription_requests.mode`): what the subscriber asked, or `Denied` when the
+/// hub refused it and the job sends the denial notice instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum RequestMode {
+    Subscribe,
+    Unsubscribe,
+    Denied,
+}
+
+impl RequestMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestMode::Subscribe => "subscribe",
+            RequestMode::Unsubscribe => "unsubscribe",
+            RequestMode::Denied => "denied",
+        }
+    }
+}
+
+impl From<Mode> for RequestMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Subscribe => RequestMode::Subscribe,
+            Mode::Unsubscribe => RequestMode::Unsubscribe,
+        }
+    }
+}
+
+/// Where a stored request stands (`subscription_requests.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for its verification (or denial notice).
+    Pending,
+    Verified,
+    Failed,
+    /// The denial notice was sent.
+    Notified,
+    /// A newer request for the same subscription was verified first.
+    Superseded,
+}
+
+/// Why a subscribe or unsubscribe request was refused; the message names the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("hub.callback: {0}")]
+    Callback(String),
+    #[error("hub.topic: {0}")]
+    Topic(String),
+    #[error("hub.lease_seconds must be a whole number of seconds")]
+    Lease,
+    #[error("{0}")]
+    Secret(String),
+}
+
 /// A subscriber's HMAC secret; never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubSecret(String);
@@ -82,19 +142,17 @@ pub struct SubscriptionRequest {
 
 impl SubscriptionRequest {
     /// Builds a request from the form's values; `get` returns a parameter's single value.
-    pub fn parse(mode: Mode, get: impl Fn(&str) -> Option<String>, leases: &LeasePolicy) -> Result<Self, String> {
-        let callback = get("hub.callback").ok_or("hub.callback is required")?;
-        let callback = CallbackUrl::parse(&callback).map_err(|e| format!("hub.callback: {e}"))?;
-        let topic = get("hub.topic").ok_or("hub.topic is required")?;
-        let topic = Topic::parse(&topic).map_err(|e| format!("hub.topic: {e}"))?;
+    pub fn parse(mode: Mode, get: impl Fn(&str) -> Option<String>, leases: &LeasePolicy) -> Result<Self, RequestError> {
+        let callback = get("hub.callback").ok_or(RequestError::Missing("hub.callback"))?;
+        let callback = CallbackUrl::parse(&callback).map_err(|e| RequestError::Callback(e.to_string()))?;
+        let topic = get("hub.topic").ok_or(RequestError::Missing("hub.topic"))?;
+        let topic = Topic::parse(&topic).map_err(|e| RequestError::Topic(e.to_string()))?;
         let requested = match get("hub.lease_seconds").filter(|l| !l.is_empty()) {
             None => None,
-            Some(raw) => {
-                Some(raw.parse::<u64>().map_err(|_| "hub.lease_seconds must be a whole number of seconds".to_owned())?)
-            }
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| RequestError::Lease)?),
         };
         let secret = match (mode, get("hub.secret")) {
-            (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw)?,
+            (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw).map_err(RequestError::Secret)?,
             _ => None,
         };
         Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret })
@@ -153,12 +211,17 @@ mod tests {
         let no_callback = [("hub.topic", "a")];
         assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&no_callback), &LEASES)
             .unwrap_err()
+            .to_string()
             .contains("hub.callback"));
         let bad_lease = [("hub.callback", "http://e.com/"), ("hub.topic", "a"), ("hub.lease_seconds", "-5")];
-        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_lease), &LEASES).unwrap_err().contains("lease"));
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_lease), &LEASES)
+            .unwrap_err()
+            .to_string()
+            .contains("lease"));
         let no_topic = [("hub.callback", "http://e.com/")];
         assert!(SubscriptionRequest::parse(Mode::Unsubscribe, form(&no_topic), &LEASES)
             .unwrap_err()
+            .to_string()
             .contains("hub.topic"));
     }
 }

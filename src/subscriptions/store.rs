@@ -8,16 +8,14 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
-    request::{Mode, SubscriptionRequest},
+    request::{Mode, RequestMode, RequestState, SubscriptionRequest},
     state::{self, State, Transition},
 };
 use crate::{
     events::{self, EventKind, NewEvent},
+    outbox::{self, JobKind},
     topic::Topic,
 };
-
-/// The channel that wakes the deliverer when new jobs are due.
-pub const OUTBOX_CHANNEL: &str = "tidings_outbox";
 
 /// A subscription as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -46,7 +44,7 @@ pub enum Submitted {
 }
 
 /// Stores a request and its verification job (or, when `denial` is given, applies the denial and queues its
-/// notice) in one transaction, and wakes the deliverer.
+/// notice) in one durable transaction, and wakes the deliverer once it has committed.
 #[tracing::instrument(skip_all, fields(topic = %request.topic, callback = %request.callback, mode = request.mode.as_str()))]
 pub async fn submit(
     pool: &PgPool,
@@ -80,7 +78,7 @@ pub async fn submit(
         .await?
     };
     let request_id = Uuid::now_v7();
-    let mode = if denial.is_some() { "denied" } else { request.mode.as_str() };
+    let mode = if denial.is_some() { RequestMode::Denied } else { RequestMode::from(request.mode) };
     sqlx::query(
         "INSERT INTO subscription_requests (id, subscription_id, mode, lease_seconds, secret, reason)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -99,14 +97,10 @@ pub async fn submit(
             transition_in(&mut tx, subscription_id, Transition::Denied, Some(reason)).await?;
         }
     }
-    sqlx::query("INSERT INTO outbox (kind, subscription_id, request_id) VALUES ($1, $2, $3)")
-        .bind(if denial.is_some() { "deny" } else { "verify" })
-        .bind(subscription_id)
-        .bind(request_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+    let kind = if denial.is_some() { JobKind::Deny } else { JobKind::Verify };
+    outbox::enqueue_request(&mut tx, kind, subscription_id, request_id).await?;
     tx.commit().await?;
+    outbox::wake(pool).await;
     Ok(Submitted::Queued(request_id))
 }
 
@@ -178,10 +172,10 @@ pub async fn transition_in(
 pub struct PendingRequest {
     pub id: Uuid,
     pub subscription_id: Uuid,
-    pub mode: String,
+    pub mode: RequestMode,
     pub lease_seconds: Option<i32>,
     pub reason: Option<String>,
-    pub state: String,
+    pub state: RequestState,
     pub topic: String,
     pub callback: String,
 }
@@ -201,7 +195,7 @@ pub async fn load_request(pool: &PgPool, request_id: Uuid) -> Result<Option<Pend
 #[tracing::instrument(skip(pool))]
 pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<State>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some((subscription_id, mode, created_at, req_state)): Option<(Uuid, String, DateTime<Utc>, String)> =
+    let Some((subscription_id, mode, created_at, req_state)): Option<(Uuid, RequestMode, DateTime<Utc>, RequestState)> =
         sqlx::query_as(
             "SELECT subscription_id, mode, created_at, state FROM subscription_requests WHERE id = $1 FOR UPDATE",
         )
@@ -211,7 +205,7 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
     else {
         return Ok(None);
     };
-    if req_state != "pending" {
+    if req_state != RequestState::Pending {
         return Ok(None);
     }
     let current = current_state(&mut tx, subscription_id).await?;
@@ -224,9 +218,9 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
     .fetch_one(&mut *tx)
     .await?;
     let outcome = if newer_verified {
-        finish_request(&mut tx, request_id, "superseded", None).await?;
+        finish_request(&mut tx, request_id, RequestState::Superseded, None).await?;
         None
-    } else if mode == "subscribe" {
+    } else if mode == RequestMode::Subscribe {
         sqlx::query(
             "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, secret = r.secret,
                     expires_at = now() + make_interval(secs => r.lease_seconds)
@@ -236,7 +230,7 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
         .execute(&mut *tx)
         .await?;
         let to = transition_in(&mut tx, subscription_id, state::on_subscribe_verified(current), None).await?;
-        finish_request(&mut tx, request_id, "verified", None).await?;
+        finish_request(&mut tx, request_id, RequestState::Verified, None).await?;
         Some(to)
     } else {
         let to = if current == State::Active {
@@ -244,7 +238,7 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
         } else {
             None
         };
-        finish_request(&mut tx, request_id, "verified", None).await?;
+        finish_request(&mut tx, request_id, RequestState::Verified, None).await?;
         to
     };
     tx.commit().await?;
@@ -254,7 +248,7 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
 async fn finish_request(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    state: &str,
+    state: RequestState,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE subscription_requests SET state = $2, error = $3, finished_at = now() WHERE id = $1")
@@ -267,7 +261,12 @@ async fn finish_request(
 }
 
 /// Records a failed verification (or a sent denial notice): the subscription itself is left exactly as it was.
-pub async fn finish_unapplied(pool: &PgPool, id: Uuid, state: &str, error: Option<&str>) -> Result<(), sqlx::Error> {
+pub async fn finish_unapplied(
+    pool: &PgPool,
+    id: Uuid,
+    state: RequestState,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     finish_request(&mut tx, id, state, error).await?;
     tx.commit().await

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     api::AppState,
-    outbox, spreader, stats,
+    outbox, spreader,
     subscriptions::{state::Transition, store},
 };
 

@@ -164,7 +164,7 @@ pub async fn replay(
         .transpose()?
         .ok_or_else(|| ConsoleError::bad_request("Say from when to replay."))?;
     let id = active_subscription(&state, &path).await?;
-    let replayed = stats::replay(&state.pool, id, 0, Some(from), 10_000).await?;
+    let replayed = outbox::replay(&state.pool, id, 0, Some(from), 10_000).await?;
     tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription from the console");
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=replayed&n={}", replayed.created)))
 }
@@ -179,7 +179,7 @@ pub async fn redeliver_dead(
     let (_, s) = require_session(&state, &req).await?;
     check_csrf(&s, &form.csrf)?;
     let id = active_subscription(&state, &path).await?;
-    let n = stats::redeliver_dead(&state.pool, id, None, None).await?;
+    let n = outbox::redeliver_dead(&state.pool, id, None, None).await?;
     tracing::info!(subscription_id = %id, redelivered = n, "redelivered dead deliveries from the console");
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=redelivered-dead&n={n}")))
 }

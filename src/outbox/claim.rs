@@ -1,0 +1,103 @@
+//! Claiming due jobs: one statement picks, locks and leases them, within each callback host's room.
+//!
+//! Claim: one statement reads due pending jobs (four times the limit, without locking them), picks for each
+//! callback host at most the room the caller gives it (`per_host` for a host it has nothing of, none for a
+//! host it reports saturated), and locks only the picked ones with `FOR UPDATE SKIP LOCKED` (rechecking that each
+//! is still unfinished and due, so a job another deliverer claimed meanwhile drops out): a lock is written for
+//! each job taken, never for a candidate left behind. It pushes their `due_at` forward by the lease. The claim
+//! commits before any network call; a worker that dies simply lets the lease run out and the job comes due again.
+//! It commits with `synchronous_commit = off`: a lost claim means the job is attempted again, never lost.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::JobKind;
+use crate::subscriptions::state::State;
+
+/// A claimed job with everything needed to carry it out.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    /// The job's time partition (its event's publish time, or when a verification was requested).
+    pub logged_at: DateTime<Utc>,
+    pub kind: JobKind,
+    pub subscription_id: Uuid,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub request_id: Option<Uuid>,
+    pub callback: String,
+    pub callback_host: String,
+    pub subscription_state: State,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub secret: Option<String>,
+    pub event_position: Option<i64>,
+    pub event_id: Option<Uuid>,
+    pub event_topic: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
+/// and `$3` for any other callback host.
+/// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
+/// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
+pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    candidates AS (
+        SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+        WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
+        ORDER BY o.due_at, o.id LIMIT $1 * 4
+    ), picked AS (
+        SELECT r.id, r.logged_at
+        FROM (SELECT id, logged_at, callback_host, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
+              FROM candidates) r
+             LEFT JOIN unnest($5::text[], $6::bigint[]) AS h(host, room) ON h.host = r.callback_host
+        WHERE r.n <= coalesce(h.room, $3) ORDER BY r.id LIMIT $1
+    ), locked AS (
+        SELECT o.id, o.logged_at FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
+        WHERE o.finished_at IS NULL AND o.due_at <= now()
+        FOR UPDATE OF o SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox o SET attempts = o.attempts + 1,
+               due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
+        FROM locked WHERE o.id = locked.id AND o.logged_at = locked.logged_at
+        RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
+    )
+    SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
+           s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
+           e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
+    FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
+         LEFT JOIN events e ON e.position = c.event_position AND e.published_at = c.logged_at
+         CROSS JOIN relaxed
+    ORDER BY c.id";
+
+/// How many jobs one claim may take for each callback host.
+#[derive(Debug, Clone, Default)]
+pub struct Rooms {
+    /// For a host not named below.
+    pub per_host: i64,
+    /// Hosts that may take nothing (left out of the candidates).
+    pub saturated: Vec<String>,
+    /// Hosts with a room of their own, and that room.
+    pub hosts: Vec<String>,
+    pub rooms: Vec<i64>,
+}
+
+/// Claims up to `limit` due jobs, as many per callback host as `rooms` allows.
+pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(CLAIM_SQL)
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .bind(rooms.per_host)
+        .bind(&rooms.saturated)
+        .bind(&rooms.hosts)
+        .bind(&rooms.rooms)
+        .fetch_all(pool)
+        .await
+}
+
+/// When the next pending job comes due (None when there is none).
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM outbox WHERE state = 'pending'").fetch_one(pool).await
+}
