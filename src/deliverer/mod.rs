@@ -56,6 +56,10 @@ use transport::Transport;
 /// The longest the deliverer sleeps without looking for due jobs.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// A saturated host whose claimed jobs keep it busy at least this long has its due jobs pushed back to its
+/// pace, so that claims meanwhile do not read past them; a host that is free again sooner keeps them due.
+const PACE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct Deliverer<T: Transport> {
     ctx: Arc<Context<T>>,
     config: DeliveryConfig,
@@ -106,6 +110,19 @@ impl Host {
                 in_a_quarter_lease.clamp(floor as u128, ceiling as u128) as usize
             }
         }
+    }
+
+    /// Where a saturated host's due jobs go while its claimed jobs keep it busy for at least [`PACE_AFTER`]:
+    /// one every request duration over its in-flight limit, the first when it is down to half its claimed jobs
+    /// (when the loop claims for it again). None for a host whose pace is not known yet or that is soon free.
+    fn pace(&self, name: &str, claimed: usize, limits: Limits) -> Option<outbox::Pace> {
+        let latency = self.latency_us.load(Ordering::Relaxed);
+        if latency == 0 {
+            return None;
+        }
+        let every = Duration::from_micros(latency) / limits.in_flight.max(1) as u32;
+        let busy_for = every * claimed as u32;
+        (busy_for >= PACE_AFTER).then(|| outbox::Pace { host: name.to_owned(), first: busy_for / 2, every })
     }
 
     /// Counts one finished request in the moving average: a slower one weighs half, a faster one an eighth, so
@@ -184,7 +201,11 @@ impl<T: Transport> Deliverer<T> {
     /// leaves (saturated at none), any other host one in-flight limit.
     fn rooms(&self) -> outbox::Rooms {
         let (limits, busy) = (self.limits(), self.busy_hosts.load(Ordering::Relaxed));
-        let mut rooms = outbox::Rooms { per_host: self.config.host_concurrency as i64, ..Default::default() };
+        let mut rooms = outbox::Rooms {
+            per_host: self.config.host_concurrency as i64,
+            pace_horizon: limits.lease / 4,
+            ..Default::default()
+        };
         let hosts = self.hosts.lock().expect("host map lock");
         for (name, host) in hosts.iter() {
             let claimed = host.claimed.load(Ordering::Relaxed);
@@ -192,7 +213,12 @@ impl<T: Transport> Deliverer<T> {
                 continue;
             }
             match host.claim_limit(limits, busy).saturating_sub(claimed) {
-                0 => rooms.saturated.push(name.clone()),
+                0 => {
+                    if let Some(pace) = host.pace(name, claimed, limits) {
+                        rooms.paced.push(pace);
+                    }
+                    rooms.saturated.push(name.clone())
+                }
                 room => {
                     rooms.hosts.push(name.clone());
                     rooms.rooms.push(room as i64);

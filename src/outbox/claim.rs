@@ -7,6 +7,11 @@
 //! each job taken, never for a candidate left behind. It pushes their `due_at` forward by the lease. The claim
 //! commits before any network call; a worker that dies simply lets the lease run out and the job comes due again.
 //! It commits with `synchronous_commit = off`: a lost claim means the job is attempted again, never lost.
+//!
+//! Pacing: a saturated host's due jobs would sit at the head of the due-job index and every claim would read past
+//! them. The same statement pushes the due jobs of a paced host back to the times its pace lets it reach them,
+//! so the head of the index holds only jobs some host can take. A push is not an attempt; it is bounded by the
+//! caller's horizon, so a host that recovers has its whole backlog due again within that horizon.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -40,7 +45,10 @@ pub struct Job {
 }
 
 /// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
-/// and `$3` for any other callback host.
+/// and `$3` for any other callback host. Among the first due jobs (as many as the candidates), those of each paced
+/// host `$7[i]` (a saturated host whose claimed jobs alone keep it busy for a while) are pushed back to its pace:
+/// its `n`-th to `$8[i] + (n - 1) * $9[i]` seconds from now, at most `$10` seconds; pushing back is not an attempt
+/// (`attempts` is unchanged).
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
 pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
@@ -58,6 +66,23 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         SELECT o.id, o.logged_at FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
         WHERE o.finished_at IS NULL AND o.due_at <= now()
         FOR UPDATE OF o SKIP LOCKED
+    ), head AS MATERIALIZED (
+        SELECT o.id, o.logged_at, o.due_at, o.subscription_id FROM outbox o
+        WHERE cardinality($7::text[]) > 0 AND o.state = 'pending' AND o.due_at <= now()
+        ORDER BY o.due_at, o.id LIMIT $1 * 4
+    ), behind AS (
+        SELECT hd.id, hd.logged_at, h.first, h.every,
+               row_number() OVER (PARTITION BY s.callback_host ORDER BY hd.due_at, hd.id) AS n
+        FROM head hd JOIN subscriptions s ON s.id = hd.subscription_id
+             JOIN unnest($7::text[], $8::float8[], $9::float8[]) AS h(host, first, every) ON h.host = s.callback_host
+    ), paced AS (
+        SELECT o.id, o.logged_at, d.first + (d.n - 1) * d.every AS delay
+        FROM outbox o JOIN behind d ON o.id = d.id AND o.logged_at = d.logged_at
+        WHERE o.finished_at IS NULL AND o.due_at <= now()
+        FOR UPDATE OF o SKIP LOCKED
+    ), pushed AS (
+        UPDATE outbox o SET due_at = now() + make_interval(secs => least(paced.delay, $10))
+        FROM paced WHERE o.id = paced.id AND o.logged_at = paced.logged_at
     ), claimed AS (
         UPDATE outbox o SET attempts = o.attempts + 1,
                due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
@@ -82,6 +107,18 @@ pub struct Rooms {
     /// Hosts with a room of their own, and that room.
     pub hosts: Vec<String>,
     pub rooms: Vec<i64>,
+    /// Saturated hosts whose due jobs are pushed back to their pace, so that claims do not read past them.
+    pub paced: Vec<Pace>,
+    /// The furthest a job is pushed back.
+    pub pace_horizon: Duration,
+}
+
+/// Where a paced host's due jobs go: the first `first` from now, each next one `every` later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pace {
+    pub host: String,
+    pub first: Duration,
+    pub every: Duration,
 }
 
 /// Claims up to `limit` due jobs, as many per callback host as `rooms` allows.
@@ -93,6 +130,10 @@ pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) ->
         .bind(&rooms.saturated)
         .bind(&rooms.hosts)
         .bind(&rooms.rooms)
+        .bind(rooms.paced.iter().map(|p| p.host.as_str()).collect::<Vec<_>>())
+        .bind(rooms.paced.iter().map(|p| p.first.as_secs_f64()).collect::<Vec<_>>())
+        .bind(rooms.paced.iter().map(|p| p.every.as_secs_f64()).collect::<Vec<_>>())
+        .bind(rooms.pace_horizon.as_secs_f64())
         .fetch_all(pool)
         .await
 }

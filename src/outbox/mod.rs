@@ -57,7 +57,7 @@ mod read;
 mod record;
 mod reset;
 
-pub use claim::{claim, next_due, Job, Rooms, CLAIM_SQL};
+pub use claim::{claim, next_due, Job, Pace, Rooms, CLAIM_SQL};
 pub use enqueue::{enqueue_request, replay, Replayed, MAX_BULK};
 pub use read::{attempts, get, list, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
 pub use record::{record, Attempt, Next, Outcome, RECORD_SQL};

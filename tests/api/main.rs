@@ -7,6 +7,7 @@ mod helpers;
 mod hostile;
 mod observability;
 mod operations;
+mod pacing;
 mod plans;
 mod publish;
 mod read_replica;

@@ -66,7 +66,7 @@ const PERIODS: usize = 8;
 #[tokio::test]
 async fn claiming_reads_every_partition_through_the_right_index_even_empty_ones() {
     let app = hub_with_empty_periods().await;
-    let plan = cached_plan(&app, outbox::CLAIM_SQL, "100, 25, 32, '{}', '{}', '{}'").await;
+    let plan = cached_plan(&app, outbox::CLAIM_SQL, "100, 25, 32, '{}', '{}', '{}', '{}', '{}', '{}', 8.75").await;
     assert_reads_through(&plan, "outbox", &["due_at_id_idx", "pkey"], 2 * PERIODS);
     assert_reads_through(&plan, "events", &["pkey"], PERIODS);
 }
