@@ -15,8 +15,14 @@ use uuid::Uuid;
 
 use crate::topic::Topic;
 
-/// The channel the publish transaction notifies so the spreader wakes at once.
+/// The channel the spreaders listen on; whatever appends events wakes it through [`wake`] after its commit.
 pub const EVENTS_CHANNEL: &str = "tidings_events";
+
+/// Wakes the spreaders after events were appended. Call it once the appending transaction has committed: a NOTIFY
+/// inside a durable commit holds a lock that serialises every other commit until the disk answers.
+pub async fn wake(pool: &PgPool) {
+    crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
+}
 
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_BYTES: usize = 128;

@@ -18,7 +18,7 @@ use crate::{
     callback::{self, CallbackUrl},
     events::{self, EventKind, NewEvent},
     metrics::Metrics,
-    policies::Policies,
+    policies::{CheckError, Policies},
     topic::Topic,
 };
 
@@ -87,9 +87,13 @@ impl Fetcher {
                     tags: Vec::new(),
                     group_id: None,
                 };
-                if let Err(breach) = self.policies.check(std::slice::from_ref(&event)).await? {
-                    self.record_failure(id, &topic, Some(fetched.status), breach, None).await?;
-                    return Ok(FetchOutcome::Failed(id));
+                match self.policies.check(std::slice::from_ref(&event)).await {
+                    Ok(()) => {}
+                    Err(CheckError::Refused(breach)) => {
+                        self.record_failure(id, &topic, Some(fetched.status), breach.to_string(), None).await?;
+                        return Ok(FetchOutcome::Failed(id));
+                    }
+                    Err(CheckError::Database(e)) => return Err(e.into()),
                 }
                 let mut tx = self.pool.begin().await?;
                 events::append_in(&mut tx, EventKind::Content, std::slice::from_ref(&event)).await?;
@@ -101,8 +105,8 @@ impl Fetcher {
                 .bind(fetched.status as i32)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("SELECT pg_notify($1, '')").bind(events::EVENTS_CHANNEL).execute(&mut *tx).await?;
                 tx.commit().await?;
+                events::wake(&self.pool).await;
                 self.metrics.events_appended.with_label_values(&["thin_ping"]).inc();
                 tracing::info!(fetch_id = %id, topic, "fetched topic and appended its content");
                 Ok(FetchOutcome::Fetched(id))
