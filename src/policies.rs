@@ -29,6 +29,37 @@ pub struct Policy {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Why a policy cannot be stored: the reason, for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPolicy(String);
+
+/// The first event of a batch that a topic's policy refuses, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{which}the policy for {policy} refuses it: {reason}")]
+pub struct Breach {
+    /// `event {i}: ` in a batch of several, empty for one event.
+    which: String,
+    policy: String,
+    reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Refused(#[from] Breach),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidPolicy),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 struct Compiled {
     topic: Topic,
     policy: Policy,
@@ -46,24 +77,29 @@ fn contains_nul(value: &serde_json::Value) -> bool {
 }
 
 impl Compiled {
-    fn new(policy: Policy) -> Result<Self, String> {
-        let topic = Topic::parse(&policy.topic).map_err(|e| format!("topic: {e}"))?;
+    fn new(policy: Policy) -> Result<Self, InvalidPolicy> {
+        let invalid = InvalidPolicy;
+        let topic = Topic::parse(&policy.topic).map_err(|e| invalid(format!("topic: {e}")))?;
         let validator = match &policy.json_schema {
-            Some(schema) if !schema.is_object() => return Err("json_schema must be a JSON Schema object".into()),
+            Some(schema) if !schema.is_object() => {
+                return Err(invalid("json_schema must be a JSON Schema object".into()))
+            }
             Some(schema) if contains_nul(schema) => {
-                return Err("json_schema must not contain NUL characters (PostgreSQL's jsonb cannot store them)".into())
+                return Err(invalid(
+                    "json_schema must not contain NUL characters (PostgreSQL's jsonb cannot store them)".into(),
+                ))
             }
             Some(schema) => Some(
                 jsonschema::validator_for(schema)
-                    .map_err(|e| format!("json_schema is not a valid JSON Schema: {e}"))?,
+                    .map_err(|e| invalid(format!("json_schema is not a valid JSON Schema: {e}")))?,
             ),
             None => None,
         };
         if policy.max_bytes.is_some_and(|m| m <= 0) {
-            return Err("max_bytes must be positive".into());
+            return Err(invalid("max_bytes must be positive".into()));
         }
         for content_type in policy.content_types.iter().flatten() {
-            crate::events::validate_content_type(content_type).map_err(|e| format!("content_types: {e}"))?;
+            crate::events::validate_content_type(content_type).map_err(|e| invalid(format!("content_types: {e}")))?;
         }
         Ok(Self { topic, policy, validator })
     }
@@ -128,7 +164,7 @@ impl Policies {
             .filter_map(|p| match Compiled::new(p) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    tracing::error!(error = e, "a stored topic policy cannot be compiled; it is skipped");
+                    tracing::error!(error = %e, "a stored topic policy cannot be compiled; it is skipped");
                     None
                 }
             })
@@ -138,28 +174,26 @@ impl Policies {
         Ok(compiled)
     }
 
-    /// Checks every event against every policy for its topic: `Err` names the first breach.
-    pub async fn check(&self, events: &[NewEvent]) -> Result<Result<(), String>, sqlx::Error> {
+    /// Checks every event against every policy for its topic: [`CheckError::Refused`] names the first breach.
+    pub async fn check(&self, events: &[NewEvent]) -> Result<(), CheckError> {
         let policies = self.current().await?;
         if policies.is_empty() {
-            return Ok(Ok(()));
+            return Ok(());
         }
         for (i, event) in events.iter().enumerate() {
             for policy in policies.iter().filter(|p| p.applies_to(event.topic.as_str())) {
-                if let Some(breach) = policy.breach(event) {
+                if let Some(reason) = policy.breach(event) {
                     let which = if events.len() > 1 { format!("event {i}: ") } else { String::new() };
-                    return Ok(Err(format!("{which}the policy for {} refuses it: {breach}", policy.policy.topic)));
+                    return Err(Breach { which, policy: policy.policy.topic.clone(), reason }.into());
                 }
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
-    /// Creates or replaces the policy for its topic. `Err(Ok(reason))` for an invalid policy.
-    pub async fn put(&self, policy: Policy) -> Result<Result<Policy, String>, sqlx::Error> {
-        if let Err(e) = Compiled::new(policy.clone()) {
-            return Ok(Err(e));
-        }
+    /// Creates or replaces the policy for its topic; an invalid policy is [`PutError::Invalid`] and stores nothing.
+    pub async fn put(&self, policy: Policy) -> Result<Policy, PutError> {
+        Compiled::new(policy.clone())?;
         let stored = sqlx::query_as(
             "INSERT INTO topic_policies (topic, json_schema, max_bytes, content_types) VALUES ($1, $2, $3, $4)
              ON CONFLICT (topic) DO UPDATE SET json_schema = $2, max_bytes = $3, content_types = $4, updated_at = now()
@@ -172,7 +206,7 @@ impl Policies {
         .fetch_one(&self.pool)
         .await?;
         self.invalidate();
-        Ok(Ok(stored))
+        Ok(stored)
     }
 
     pub async fn delete(&self, topic: &str) -> Result<bool, sqlx::Error> {

@@ -35,6 +35,26 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A publish a topic's policy refuses is a 422 naming the breach.
+impl From<crate::policies::CheckError> for ApiError {
+    fn from(e: crate::policies::CheckError) -> Self {
+        match e {
+            crate::policies::CheckError::Refused(breach) => Self::Unprocessable(breach.to_string()),
+            crate::policies::CheckError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// An invalid policy is a 400 with its reason.
+impl From<crate::policies::PutError> for ApiError {
+    fn from(e: crate::policies::PutError) -> Self {
+        match e {
+            crate::policies::PutError::Invalid(reason) => Self::BadRequest(reason.to_string()),
+            crate::policies::PutError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

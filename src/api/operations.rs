@@ -157,7 +157,7 @@ pub async fn put_policy(
 ) -> Result<HttpResponse, ApiError> {
     state.require_admin(&req)?;
     let policy: Policy = serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
-    let stored = state.policies.put(policy).await?.map_err(ApiError::BadRequest)?;
+    let stored = state.policies.put(policy).await?;
     Ok(HttpResponse::Ok().json(stored))
 }
 

@@ -196,7 +196,7 @@ pub async fn publish_raw(
 /// Checks the topic policies, appends (in a group commit with concurrent publishes), and counts what was written.
 async fn append(state: &AppState, events: Vec<NewEvent>, source: &str) -> Result<Vec<Appended>, ApiError> {
     let timer = state.metrics.publish_seconds.start_timer();
-    state.policies.check(&events).await?.map_err(ApiError::Unprocessable)?;
+    state.policies.check(&events).await?;
     let appended = state.ingest.append(events).await.map_err(|e| match e {
         AppendError::Conflict(id) => {
             ApiError::Conflict(format!("event {id} was already published with different content"))
