@@ -20,19 +20,21 @@ use crate::{
     spreader,
 };
 
-/// The parts of Tidings a process runs.
+/// The parts of Tidings a process runs. The topic fetcher (thin pings) runs beside the API by default, where the
+/// pings arrive and wake it at once; in a process of its own it finds new fetches by polling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
     pub api: bool,
+    pub fetcher: bool,
     pub spreader: bool,
     pub deliverer: bool,
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { api: true, spreader: true, deliverer: true };
-    pub const API: Roles = Roles { api: true, spreader: false, deliverer: false };
-    pub const SPREADER: Roles = Roles { api: false, spreader: true, deliverer: false };
-    pub const DELIVERER: Roles = Roles { api: false, spreader: false, deliverer: true };
+    pub const ALL: Roles = Roles { api: true, fetcher: true, spreader: true, deliverer: true };
+    pub const API: Roles = Roles { api: true, fetcher: true, spreader: false, deliverer: false };
+    pub const SPREADER: Roles = Roles { api: false, fetcher: false, spreader: true, deliverer: false };
+    pub const DELIVERER: Roles = Roles { api: false, fetcher: false, spreader: false, deliverer: true };
 
     /// What the process's connections call themselves to PostgreSQL (`application_name`), so that
     /// `pg_stat_activity` and the server's logs tell the processes apart.
@@ -76,9 +78,10 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
         tracing::error!(error = %e, "could not create time partitions; trying again shortly");
     }
     tasks.spawn(partitions_task(pool.clone(), config.partitions.clone(), roles.deliverer, token.clone()));
-    if roles.api {
-        let wakeup = Arc::new(Notify::new());
-        let policies = Arc::new(Policies::new(pool.clone()));
+    // Thin pings received by this process's API wake its fetcher at once.
+    let fetch_wakeup = Arc::new(Notify::new());
+    let policies = Arc::new(Policies::new(pool.clone()));
+    if roles.fetcher {
         let fetcher = fetcher::Fetcher {
             pool: pool.clone(),
             metrics: metrics.clone(),
@@ -88,7 +91,14 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
             max_bytes: config.http.max_body_bytes as usize,
             timeout: config.hub.fetch_timeout,
         };
-        let mut state = AppState::new(pool.clone(), config.clone(), wakeup.clone(), policies, metrics.clone())?;
+        let (wakeup, t) = (fetch_wakeup.clone(), token.clone());
+        tasks.spawn(async move {
+            fetcher.run_until_stopped(wakeup, t).await;
+            Ok(())
+        });
+    }
+    if roles.api {
+        let mut state = AppState::new(pool.clone(), config.clone(), fetch_wakeup, policies, metrics.clone())?;
         if let Some(url) = &config.database.database_read_url {
             state = state.with_read_pool(db::connect_read(url.expose(), config.database.pool_size).await?);
             tracing::info!("the query API reads from the replica named by DATABASE_READ_URL");
@@ -97,11 +107,6 @@ pub async fn start_with_pool(config: Config, roles: Roles, pool: PgPool) -> anyh
         api_port = Some(app.port());
         tracing::info!(port = app.port(), "API listening");
         tasks.spawn(app.run_until_stopped(token.clone()));
-        let t = token.clone();
-        tasks.spawn(async move {
-            fetcher.run_until_stopped(wakeup, t).await;
-            Ok(())
-        });
     } else {
         let server = ops_server::OpsServer::build(config.http.metrics_listen, pool.clone(), metrics.clone())?;
         metrics_port = Some(server.port());

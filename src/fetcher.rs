@@ -3,7 +3,7 @@
 //! Owns `topic_fetches`. A fetch is claimed by pushing its `due_at` past the request timeout (a lease), fetched
 //! with no transaction open, then appended together with its outcome in one transaction. The fetch id is the
 //! event id, so a crash between append and record repeats the fetch without appending twice.
-//! Failure policy: three attempts (the first two retried after 10 s and 60 s), then `failed` with the reason
+//! Failure policy: attempts follow [`RetrySchedule::topic_fetches`] (the retry module owns every schedule), then `failed` with the reason
 //! kept in the row; nothing is silent.
 
 use std::{sync::Arc, time::Duration};
@@ -19,11 +19,10 @@ use crate::{
     events::{self, EventKind, NewEvent},
     metrics::Metrics,
     policies::{CheckError, Policies},
+    retry::RetrySchedule,
     topic::Topic,
 };
 
-const MAX_ATTEMPTS: i32 = 3;
-const RETRY_DELAYS: [u64; 2] = [10, 60];
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn enqueue(pool: &PgPool, urls: &[CallbackUrl]) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -112,21 +111,21 @@ impl Fetcher {
                 Ok(FetchOutcome::Fetched(id))
             }
             Err((status, error)) => {
-                let retry = RETRY_DELAYS.get(attempts as usize - 1).filter(|_| attempts < MAX_ATTEMPTS);
-                self.record_failure(id, &topic, status, error, retry.copied()).await?;
+                let retry = RetrySchedule::topic_fetches().next_delay(attempts as u32, &mut rand::thread_rng());
+                self.record_failure(id, &topic, status, error, retry).await?;
                 Ok(FetchOutcome::Failed(id))
             }
         }
     }
 
-    /// Records a failed attempt: due again after `retry` seconds, or `failed` for good.
+    /// Records a failed attempt: due again after `retry`, or `failed` for good.
     async fn record_failure(
         &self,
         id: Uuid,
         topic: &str,
         status: Option<u16>,
         error: String,
-        retry: Option<u64>,
+        retry: Option<Duration>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE topic_fetches SET status_code = $2, error = $3,
@@ -138,7 +137,7 @@ impl Fetcher {
         .bind(id)
         .bind(status.map(i32::from))
         .bind(&error)
-        .bind(retry.map(|s| s as f64))
+        .bind(retry.map(|d| d.as_secs_f64()))
         .execute(&self.pool)
         .await?;
         tracing::warn!(fetch_id = %id, topic, error, "topic fetch failed");

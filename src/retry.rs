@@ -21,6 +21,14 @@ impl RetrySchedule {
         Self { delays }
     }
 
+    /// How a thin ping's fetch of its topic URL is retried: again after 10 s, then after 60 s, then given up.
+    /// The publisher asked for the fetch moments ago, so a failure is more likely its server restarting than a
+    /// subscriber being away, and a few attempts within about a minute either get the content or tell the
+    /// operator (the fetch is `failed` with its last error) while the ping is still fresh.
+    pub fn topic_fetches() -> Self {
+        Self::new(vec![Duration::from_secs(10), Duration::from_secs(60)])
+    }
+
     /// How many attempts a job gets in all: the first plus one per delay.
     pub fn max_attempts(&self) -> u32 {
         self.delays.len() as u32 + 1

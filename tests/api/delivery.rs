@@ -255,7 +255,7 @@ async fn a_subscriber_known_as_fast_that_turns_slow_does_not_hold_up_another() {
 async fn a_deliverer_killed_mid_batch_and_restarted_delivers_everything() {
     let mut config = test_config();
     config.delivery.request_timeout = Duration::from_secs(1);
-    let app = spawn_app_with(config.clone(), Roles { api: true, spreader: true, deliverer: false }).await;
+    let app = spawn_app_with(config.clone(), Roles { deliverer: false, ..Roles::ALL }).await;
     let subscriber = Receiver::start().await;
     insert_subscription(&app.pool, "t", &subscriber.url("/hook"), "active").await;
     subscriber.set_delay(Duration::from_millis(100));
@@ -287,7 +287,7 @@ async fn a_deliverer_killed_mid_batch_and_restarted_delivers_everything() {
 async fn a_callback_on_a_private_address_is_refused_when_private_callbacks_are_not_allowed() {
     let mut config = test_config();
     config.hub.callback_allow_private = false;
-    let app = spawn_app_with(config.clone(), Roles { api: true, spreader: true, deliverer: false }).await;
+    let app = spawn_app_with(config.clone(), Roles { deliverer: false, ..Roles::ALL }).await;
     let subscriber = Receiver::start().await;
     let port = subscriber.base.rsplit(':').next().unwrap().to_owned();
     insert_subscription(&app.pool, "t", &subscriber.url("/literal"), "active").await;
@@ -317,7 +317,7 @@ async fn a_callback_on_a_private_address_is_refused_when_private_callbacks_are_n
 async fn three_deliverers_claiming_side_by_side_send_each_event_once() {
     let mut config = test_config();
     config.delivery.batch_size = 16;
-    let app = spawn_app_with(config.clone(), Roles { api: true, spreader: true, deliverer: false }).await;
+    let app = spawn_app_with(config.clone(), Roles { deliverer: false, ..Roles::ALL }).await;
     let subscribers = [Receiver::start().await, Receiver::start().await];
     for s in &subscribers {
         insert_subscription(&app.pool, "t", &s.url("/hook"), "active").await;

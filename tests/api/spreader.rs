@@ -264,7 +264,7 @@ async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicat
 
 #[tokio::test]
 async fn a_dry_run_names_exactly_the_subscriptions_a_publish_then_fans_out_to() {
-    let app = spawn_app_with(test_config(), Roles { api: true, spreader: true, deliverer: false }).await;
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
     insert_subscription(&app.pool, "shop.orders.created", "http://127.0.0.1:1/exact", "active").await;
     insert_subscription(&app.pool, "shop.*", "http://127.0.0.1:1/pattern", "active").await;
     insert_subscription(&app.pool, "shop.orders.created", "http://127.0.0.1:1/ended", "unsubscribed").await;
