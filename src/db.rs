@@ -14,12 +14,11 @@ use url::Url;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Sequential scans are off: every statement of Tidings reads through an index, and its plan must keep doing so
-/// while a period's partitions fill. A cached (generic) plan is made once; one made while a new period's
-/// partitions were still empty scanned them row by row inside a join, and went on doing so as they filled: every
-/// claim of a 2,000 events/s run slowed down for the first seconds of each period (p99 3 s). Planning every
-/// statement afresh instead cost two thirds of the delivery rate. A table no index serves is still read in full,
-/// but its penalty cost would make such a plan look expensive enough to compile: JIT is off too (it never pays
-/// for statements this short).
+/// while a period's partitions fill. A cached (generic) plan is made once, and one made while a new period's
+/// partitions are still empty would otherwise scan them row by row inside a join and go on doing so as they fill.
+/// A table no index serves is still read in full, but its penalty cost would make such a plan look expensive
+/// enough to compile: JIT is off too (it never pays for statements this short). The measurements behind this are
+/// in docs/decisions/generic-plans-for-processors.md.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
