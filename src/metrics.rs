@@ -25,6 +25,8 @@ pub struct Metrics {
     pub attempt_seconds: HistogramVec,
     /// Verification of intent and denial notices, by outcome.
     pub verifications: IntCounterVec,
+    /// Deliveries a subscription's rate limit held back at a claim (each time it did).
+    pub delivery_throttled: IntCounter,
     spreader_lag_events: IntGauge,
     spreader_lag_seconds: Gauge,
     outbox_jobs: IntGaugeVec,
@@ -90,6 +92,14 @@ impl Metrics {
                 "tidings_verifications_total",
                 "Verifications of intent and denial notices, by outcome.",
                 "outcome",
+            ),
+            delivery_throttled: register(
+                &r,
+                IntCounter::new(
+                    "tidings_delivery_throttled_total",
+                    "Deliveries a subscription's rate limit pushed back at a claim, counted each time.",
+                )
+                .expect("valid metric"),
             ),
             spreader_lag_events: register(
                 &r,

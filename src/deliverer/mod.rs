@@ -80,7 +80,9 @@ impl<T: Transport> Deliverer<T> {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
-        outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.admission.rooms()).await
+        let claimed = outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.admission.rooms()).await?;
+        self.ctx.metrics.delivery_throttled.inc_by(claimed.throttled as u64);
+        Ok(claimed.jobs)
     }
 
     /// One step: claims a batch (within the claim cap), carries every job out, records the outcomes. Returns how

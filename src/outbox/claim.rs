@@ -12,6 +12,12 @@
 //! them. The same statement pushes the due jobs of a paced host back to the times its pace lets it reach them,
 //! so the head of the index holds only jobs some host can take. A push is not an attempt; it is bounded by the
 //! caller's horizon, so a host that recovers has its whole backlog due again within that horizon.
+//!
+//! Rate limits: of a rate-limited subscription's locked deliveries, the statement leases only as many as its
+//! limit lets start now (a generic cell rate algorithm over `delivery_throttles`, whose row it updates under the
+//! row's lock, so claims on any number of deliverers take turns and the limit holds across all of them); the
+//! others are pushed back to the times the limit will let them start, unattempted. Verifications and denial
+//! notices are never limited.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -48,24 +54,49 @@ pub struct Job {
 /// and `$3` for any other callback host. Among the first due jobs (as many as the candidates), those of each paced
 /// host `$7[i]` (a saturated host whose claimed jobs alone keep it busy for a while) are pushed back to its pace:
 /// its `n`-th to `$8[i] + (n - 1) * $9[i]` seconds from now, at most `$10` seconds; pushing back is not an attempt
-/// (`attempts` is unchanged).
+/// (`attempts` is unchanged). A rate-limited subscription's deliveries beyond what its limit grants now are pushed
+/// back the same way, to when it will, and returned with `throttled` set.
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
 pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
     candidates AS (
-        SELECT o.id, o.logged_at, s.callback_host FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+        SELECT o.id, o.logged_at, o.kind, o.subscription_id, s.callback_host, s.rate_per_second, s.rate_burst
+        FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
         WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
         ORDER BY o.due_at, o.id LIMIT $1 * 4
     ), picked AS (
-        SELECT r.id, r.logged_at
-        FROM (SELECT id, logged_at, callback_host, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n
-              FROM candidates) r
+        SELECT r.id, r.logged_at, r.kind, r.subscription_id, r.rate_per_second, r.rate_burst
+        FROM (SELECT *, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n FROM candidates) r
              LEFT JOIN unnest($5::text[], $6::bigint[]) AS h(host, room) ON h.host = r.callback_host
         WHERE r.n <= coalesce(h.room, $3) ORDER BY r.id LIMIT $1
     ), locked AS (
-        SELECT o.id, o.logged_at FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
+        SELECT o.id, o.logged_at, p.kind, p.subscription_id, p.rate_per_second, p.rate_burst
+        FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
         WHERE o.finished_at IS NULL AND o.due_at <= now()
         FOR UPDATE OF o SKIP LOCKED
+    ), limited AS (
+        SELECT id, logged_at, subscription_id, row_number() OVER (PARTITION BY subscription_id ORDER BY id) AS n
+        FROM locked WHERE rate_per_second IS NOT NULL AND kind = 'deliver'
+    ), granted AS (
+        INSERT INTO delivery_throttles AS t (subscription_id, tat, rate_per_second, rate_burst, granted)
+        SELECT l.subscription_id, now() + make_interval(secs => least(count(*), min(l.rate_burst)) / min(l.rate_per_second)),
+               min(l.rate_per_second), min(l.rate_burst), least(count(*), min(l.rate_burst))
+        FROM locked l WHERE l.rate_per_second IS NOT NULL AND l.kind = 'deliver'
+        GROUP BY l.subscription_id ORDER BY l.subscription_id
+        ON CONFLICT (subscription_id) DO UPDATE SET
+            granted = tidings_throttle_grant(t.tat, now(), excluded.rate_per_second, excluded.rate_burst, excluded.granted),
+            tat = greatest(t.tat, now()) + make_interval(secs =>
+                tidings_throttle_grant(t.tat, now(), excluded.rate_per_second, excluded.rate_burst, excluded.granted)
+                / excluded.rate_per_second),
+            rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst
+        RETURNING subscription_id, tat, granted, rate_per_second, rate_burst
+    ), over AS (
+        SELECT l.id, l.logged_at,
+               g.tat + make_interval(secs => (l.n - g.granted - g.rate_burst) / g.rate_per_second) AS due_at
+        FROM limited l JOIN granted g ON g.subscription_id = l.subscription_id WHERE l.n > g.granted
+    ), throttled AS (
+        UPDATE outbox o SET due_at = over.due_at FROM over WHERE o.id = over.id AND o.logged_at = over.logged_at
+        RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
     ), head AS MATERIALIZED (
         SELECT o.id, o.logged_at, o.due_at, o.subscription_id FROM outbox o
         WHERE cardinality($7::text[]) > 0 AND o.state = 'pending' AND o.due_at <= now()
@@ -87,13 +118,16 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         UPDATE outbox o SET attempts = o.attempts + 1,
                due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
         FROM locked WHERE o.id = locked.id AND o.logged_at = locked.logged_at
+             AND NOT EXISTS (SELECT 1 FROM over WHERE over.id = locked.id AND over.logged_at = locked.logged_at)
         RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
+    ), taken AS (
+        SELECT *, false AS throttled FROM claimed UNION ALL SELECT *, true FROM throttled
     )
     SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
            s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
-           e.id AS event_id, e.topic AS event_topic, e.content_type, e.body
-    FROM claimed c JOIN subscriptions s ON s.id = c.subscription_id
-         LEFT JOIN events e ON e.position = c.event_position AND e.published_at = c.logged_at
+           e.id AS event_id, e.topic AS event_topic, e.content_type, e.body, c.throttled
+    FROM taken c JOIN subscriptions s ON s.id = c.subscription_id
+         LEFT JOIN events e ON NOT c.throttled AND e.position = c.event_position AND e.published_at = c.logged_at
          CROSS JOIN relaxed
     ORDER BY c.id";
 
@@ -121,9 +155,24 @@ pub struct Pace {
     pub every: Duration,
 }
 
-/// Claims up to `limit` due jobs, as many per callback host as `rooms` allows.
-pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(CLAIM_SQL)
+/// What one claim took: the jobs to carry out, and how many deliveries a rate limit held back.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    pub throttled: usize,
+}
+
+#[derive(sqlx::FromRow)]
+struct Taken {
+    #[sqlx(flatten)]
+    job: Job,
+    throttled: bool,
+}
+
+/// Claims up to `limit` due jobs, as many per callback host as `rooms` allows and per subscription as its rate
+/// limit lets start now.
+pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) -> Result<Claimed, sqlx::Error> {
+    let taken: Vec<Taken> = sqlx::query_as(CLAIM_SQL)
         .bind(limit)
         .bind(lease.as_secs_f64())
         .bind(rooms.per_host)
@@ -135,7 +184,15 @@ pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) ->
         .bind(rooms.paced.iter().map(|p| p.every.as_secs_f64()).collect::<Vec<_>>())
         .bind(rooms.pace_horizon.as_secs_f64())
         .fetch_all(pool)
-        .await
+        .await?;
+    let mut claimed = Claimed::default();
+    for t in taken {
+        match t.throttled {
+            true => claimed.throttled += 1,
+            false => claimed.jobs.push(t.job),
+        }
+    }
+    Ok(claimed)
 }
 
 /// When the next pending job comes due (None when there is none).

@@ -1,4 +1,4 @@
-//! The `outbox` and `delivery_attempts` tables, owned here alone: the kinds and states of a job, its NOTIFY
+//! The `outbox`, `delivery_attempts` and `delivery_throttles` tables, owned here alone: the kinds and states of a job, its NOTIFY
 //! channel and the one wake-up, enqueueing (verification and denial jobs, replays, and the SQL the spreader's
 //! statement uses to write delivery jobs), claiming, recording outcomes, resetting ended jobs, and reading.
 //!
@@ -57,7 +57,7 @@ mod read;
 mod record;
 mod reset;
 
-pub use claim::{claim, next_due, Job, Pace, Rooms, CLAIM_SQL};
+pub use claim::{claim, next_due, Claimed, Job, Pace, Rooms, CLAIM_SQL};
 pub use enqueue::{enqueue_request, replay, Replayed, MAX_BULK};
 pub use read::{attempts, get, list, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
 pub use record::{record, Attempt, Next, Outcome, RECORD_SQL};

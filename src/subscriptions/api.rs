@@ -23,7 +23,7 @@ pub const TOPIC_NOT_ALLOWED: &str = "the topic is not open for subscription on t
 pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpResponse, ApiError> {
     let mode = if mode == "subscribe" { Mode::Subscribe } else { Mode::Unsubscribe };
     let mut values = HashMap::new();
-    for key in ["hub.callback", "hub.topic", "hub.lease_seconds", "hub.secret"] {
+    for key in ["hub.callback", "hub.topic", "hub.lease_seconds", "hub.secret", "hub.x-rate", "hub.x-rate-burst"] {
         if let Some(value) = form.one(key)? {
             values.insert(key, value.to_owned());
         }

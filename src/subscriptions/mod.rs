@@ -3,6 +3,7 @@
 //! appended to the event log.
 
 pub mod api;
+pub mod rate;
 pub mod request;
 pub mod state;
 pub mod store;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::rate::{RateError, RateLimit};
 use crate::{callback::CallbackUrl, config::HubConfig, topic::Topic};
 
 /// `hub.secret` must be shorter than this many bytes (WebSub 5.1).
@@ -80,6 +81,8 @@ pub enum RequestError {
     Lease,
     #[error("{0}")]
     Secret(String),
+    #[error("hub.x-rate: {0}")]
+    Rate(#[from] RateError),
 }
 
 /// A subscriber's HMAC secret; never printed.
@@ -138,6 +141,8 @@ pub struct SubscriptionRequest {
     pub callback: CallbackUrl,
     pub lease_seconds: u32,
     pub secret: Option<HubSecret>,
+    /// The optional rate limit (`hub.x-rate`, `hub.x-rate-burst`) a subscribe asks for; none means unlimited.
+    pub rate: Option<RateLimit>,
 }
 
 impl SubscriptionRequest {
@@ -155,7 +160,11 @@ impl SubscriptionRequest {
             (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw).map_err(RequestError::Secret)?,
             _ => None,
         };
-        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret })
+        let rate = match mode {
+            Mode::Subscribe => RateLimit::parse(get("hub.x-rate").as_deref(), get("hub.x-rate-burst").as_deref())?,
+            Mode::Unsubscribe => None,
+        };
+        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret, rate })
     }
 }
 
@@ -218,6 +227,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lease"));
+        let bad_rate = [("hub.callback", "http://e.com/"), ("hub.topic", "a"), ("hub.x-rate", "0")];
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_rate), &LEASES)
+            .unwrap_err()
+            .to_string()
+            .starts_with("hub.x-rate: "));
         let no_topic = [("hub.callback", "http://e.com/")];
         assert!(SubscriptionRequest::parse(Mode::Unsubscribe, form(&no_topic), &LEASES)
             .unwrap_err()

@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
+    rate::RateLimit,
     request::{Mode, RequestMode, RequestState, SubscriptionRequest},
     state::{self, State, Transition},
 };
@@ -27,12 +28,16 @@ pub struct Subscription {
     pub lease_seconds: Option<i32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub has_secret: bool,
+    /// Deliveries a second at most, and the burst (both or neither).
+    pub rate_per_second: Option<f64>,
+    pub rate_burst: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, created_at, updated_at";
+    "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, rate_per_second, \
+     rate_burst, created_at, updated_at";
 
 /// What happened to a submitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +85,9 @@ pub async fn submit(
     let request_id = Uuid::now_v7();
     let mode = if denial.is_some() { RequestMode::Denied } else { RequestMode::from(request.mode) };
     sqlx::query(
-        "INSERT INTO subscription_requests (id, subscription_id, mode, lease_seconds, secret, reason)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO subscription_requests
+             (id, subscription_id, mode, lease_seconds, secret, reason, rate_per_second, rate_burst)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(request_id)
     .bind(subscription_id)
@@ -89,6 +95,8 @@ pub async fn submit(
     .bind(request.lease_seconds as i32)
     .bind(request.secret.as_ref().map(|s| s.expose()))
     .bind(denial)
+    .bind(request.rate.map(|r| r.per_second()))
+    .bind(request.rate.map(|r| r.burst()))
     .execute(&mut *tx)
     .await?;
     if let Some(reason) = denial {
@@ -223,7 +231,8 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
     } else if mode == RequestMode::Subscribe {
         sqlx::query(
             "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, secret = r.secret,
-                    expires_at = now() + make_interval(secs => r.lease_seconds)
+                    rate_per_second = coalesce(r.rate_per_second, s.rate_per_second),
+                    rate_burst = coalesce(r.rate_burst, s.rate_burst), expires_at = now() + make_interval(secs => r.lease_seconds)
              FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id",
         )
         .bind(request_id)
@@ -314,6 +323,21 @@ pub async fn list(
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
+    .await
+}
+
+/// Sets or (with None) removes a subscription's rate limit; None when there is no such subscription. The claim
+/// applies it from its next claim on.
+#[tracing::instrument(skip(pool))]
+pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE subscriptions SET rate_per_second = $2, rate_burst = $3, updated_at = now() WHERE id = $1
+         RETURNING {SUBSCRIPTION_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(rate.map(|r| r.per_second()))
+    .bind(rate.map(|r| r.burst()))
+    .fetch_optional(pool)
     .await
 }
 

@@ -10,6 +10,7 @@ mod operations;
 mod pacing;
 mod plans;
 mod publish;
+mod rate_limit;
 mod read_replica;
 #[allow(dead_code)]
 mod receiver;
