@@ -44,9 +44,10 @@ const TOPIC: &str = "bench";
 #[command(name = "pipeline", about = "Tidings end-to-end benchmark")]
 struct Args {
     /// Scenarios to run, comma-separated: fanout1, fanout10, fanout100 (maximum rate), steady (fixed rate, fan-out
-    /// 1), ten (fixed rate, ten fast subscribers), slow (fixed rate, ten subscribers of which one answers after 2 s).
-    /// `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
-    #[arg(long, value_delimiter = ',', default_value = "fanout1,fanout10,fanout100,steady,ten,slow")]
+    /// 1), ten (fixed rate, ten fast subscribers), slow (fixed rate, ten subscribers of which one answers after 2 s),
+    /// limited (as slow, and one more of the ten rate-limited to --limit per second, with at least two deliverer
+    /// processes). `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
+    #[arg(long, value_delimiter = ',', default_value = "fanout1,fanout10,fanout100,steady,ten,slow,limited")]
     scenario: Vec<String>,
     /// Seconds of publishing per run.
     #[arg(long, default_value_t = 10.0)]
@@ -61,6 +62,9 @@ struct Args {
     /// Events per second of the fixed-rate scenarios (steady, ten, slow).
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// Deliveries per second the rate-limited subscriber of `limited` asks for (`hub.x-rate`).
+    #[arg(long, default_value_t = 50.0)]
+    limit: f64,
     /// Publish requests in flight at maximum rate (and the cap at a fixed rate).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -121,24 +125,46 @@ struct Scenario {
     fanout: usize,
     /// Fixed rate or maximum rate.
     fixed_rate: bool,
+    /// The last subscriber answers after 2 s.
     slow: bool,
+    /// The one before the slow one is rate-limited, and at least two deliverers run.
+    limited: bool,
+}
+
+impl Scenario {
+    fn slow_at(&self) -> Option<usize> {
+        self.slow.then_some(self.fanout - 1)
+    }
+
+    fn limited_at(&self) -> Option<usize> {
+        self.limited.then_some(self.fanout - 2)
+    }
+
+    fn deliverers(&self, args: &Args) -> usize {
+        if self.limited {
+            args.deliverers.max(2)
+        } else {
+            args.deliverers
+        }
+    }
 }
 
 fn scenario(name: &str) -> anyhow::Result<Scenario> {
-    let (fanout, fixed_rate, slow) = match name {
-        "fanout1" => (1, false, false),
-        "fanout10" => (10, false, false),
-        "fanout100" => (100, false, false),
-        "steady" => (1, true, false),
-        "ten" => (10, true, false),
-        "slow" => (10, true, true),
+    let (fanout, fixed_rate, slow, limited) = match name {
+        "fanout1" => (1, false, false, false),
+        "fanout10" => (10, false, false, false),
+        "fanout100" => (100, false, false, false),
+        "steady" => (1, true, false, false),
+        "ten" => (10, true, false, false),
+        "slow" => (10, true, true, false),
+        "limited" => (10, true, true, true),
         other => bail!("unknown scenario `{other}`"),
     };
-    let name = ["fanout1", "fanout10", "fanout100", "steady", "ten", "slow"]
+    let name = ["fanout1", "fanout10", "fanout100", "steady", "ten", "slow", "limited"]
         .into_iter()
         .find(|n| *n == name)
         .expect("listed above");
-    Ok(Scenario { name, fanout, fixed_rate, slow })
+    Ok(Scenario { name, fanout, fixed_rate, slow, limited })
 }
 
 fn load(args: &Args, sc: Scenario, duration: f64) -> Load {
@@ -165,12 +191,14 @@ async fn drain(recorder: &receiver::Recorder, expected: u64, timeout: Duration) 
 }
 
 async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> anyhow::Result<Figures> {
-    let receivers = receiver::start(sc.fanout, sc.slow.then_some(sc.fanout - 1), Duration::from_secs(2))?;
+    let receivers = receiver::start(sc.fanout, sc.slow_at(), sc.limited_at(), Duration::from_secs(2))?;
     let database = format!("tidings_bench_{}_{run}", std::process::id());
     let logs = args.logs.join(format!("{}-{run}", sc.name));
-    let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, args.deliverers, &logs).await?;
+    let deliverers = sc.deliverers(args);
+    let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, deliverers, &logs).await?;
     let client = publisher::client();
-    hub.subscribe(&client, TOPIC, &receivers.urls, || receivers.recorder.verified()).await?;
+    let limited = sc.limited_at().map(|at| (at, args.limit));
+    hub.subscribe(&client, TOPIC, &receivers.urls, limited, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
     let bytes_before = hub::database_bytes(&mut db).await?;
     let target = Target::Hub { url: format!("{}/events/raw?topic={TOPIC}", hub.api) };
@@ -196,10 +224,10 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
 }
 
 async fn run_direct(args: &Args, sc: Scenario) -> anyhow::Result<Figures> {
-    let receivers = receiver::start(sc.fanout, sc.slow.then_some(sc.fanout - 1), Duration::from_secs(2))?;
+    let receivers = receiver::start(sc.fanout, sc.slow_at(), sc.limited_at(), Duration::from_secs(2))?;
     let recorder = receivers.recorder.clone();
-    // The slow subscriber is not measured; the ceiling is the load on the measured ones.
-    let urls = receivers.urls.iter().enumerate().filter(|(i, _)| !recorder.subscribers[*i].slow).map(|(_, u)| u);
+    // The slow and limited subscribers are not measured; the ceiling is the load on the measured ones.
+    let urls = receivers.urls.iter().enumerate().filter(|(i, _)| recorder.subscribers[*i].measured()).map(|(_, u)| u);
     let target = Target::Direct { urls: urls.cloned().collect() };
     let published = publisher::run(publisher::client(), target, load(args, sc, args.direct_duration)).await;
     let expected = published.accepted.len() as u64 * recorder.measured_count() as u64;
@@ -267,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("{}", table.render(&scenarios.iter().map(|s| s.name).collect::<Vec<_>>()));
+    println!("{}", table.render(&scenarios.iter().map(|s| s.name).collect::<Vec<_>>(), args.limit));
     println!("medians of {} run(s); reproduce with: cargo bench --bench pipeline -- {}", args.runs, command());
     Ok(())
 }

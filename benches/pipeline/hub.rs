@@ -180,21 +180,24 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Subscribes every callback to `topic` through WebSub and waits until all of them are verified and active;
-    /// `verified` says how many challenges the receivers answered, for the error.
+    /// Subscribes every callback to `topic` through WebSub (callback `limited.0` with `hub.x-rate` set to
+    /// `limited.1`) and waits until all of them are verified and active; `verified` says how many challenges the
+    /// receivers answered, for the error.
     pub async fn subscribe(
         &self,
         client: &reqwest::Client,
         topic: &str,
         callbacks: &[String],
+        limited: Option<(usize, f64)>,
         verified: impl Fn() -> u64,
     ) -> anyhow::Result<()> {
-        for url in callbacks {
-            let response = client
-                .post(format!("{}/", self.api))
-                .form(&[("hub.mode", "subscribe"), ("hub.topic", topic), ("hub.callback", url)])
-                .send()
-                .await?;
+        for (i, url) in callbacks.iter().enumerate() {
+            let mut form = vec![("hub.mode", "subscribe".to_owned()), ("hub.topic", topic.to_owned())];
+            form.push(("hub.callback", url.clone()));
+            if let Some((_, rate)) = limited.filter(|(at, _)| *at == i) {
+                form.push(("hub.x-rate", rate.to_string()));
+            }
+            let response = client.post(format!("{}/", self.api)).form(&form).send().await?;
             if response.status().as_u16() != 202 {
                 bail!("subscribing {url} answered {}", response.status());
             }

@@ -1,7 +1,8 @@
 //! Receivers: subscribers on 127.0.0.1, one port each (so each is its own callback host to the hub), served by one
 //! keep-alive HTTP/1.1 worker thread. They echo the verification challenge, answer every delivery with 204 at
 //! once (or after a delay, for the slow subscriber), and count each (event, subscriber) pair they see (one byte
-//! per event and subscriber). Latencies are either all kept, for exact percentiles over a short run, or counted
+//! per event and subscriber). The slow and the rate-limited subscriber are not measured; the limited one keeps the
+//! arrival time of each first delivery, to tell the rate it was sent at. Latencies are either all kept, for exact percentiles over a short run, or counted
 //! per window in histograms (the soak), which keeps them bounded however long the run.
 
 use std::{
@@ -41,6 +42,23 @@ pub struct Subscriber {
     counts: Mutex<Vec<u8>>,
     unique: AtomicU64,
     pub slow: bool,
+    /// Subscribed with a rate limit: its first deliveries' arrival times (ns) are kept.
+    pub limited: Option<Mutex<Vec<u64>>>,
+}
+
+impl Subscriber {
+    /// Counted in throughput, latency and loss (not slow, not limited).
+    pub fn measured(&self) -> bool {
+        !self.slow && self.limited.is_none()
+    }
+
+    /// Arrivals per second at the limited subscriber between its first arrival and `until_ns` (None for others).
+    pub fn arrival_rate(&self, until_ns: u64) -> Option<f64> {
+        let arrivals = self.limited.as_ref()?.lock().expect("arrivals lock");
+        let first = *arrivals.iter().min()?;
+        let within = arrivals.iter().filter(|&&t| t <= until_ns).count();
+        (until_ns > first).then(|| within.saturating_sub(1) as f64 / ((until_ns - first) as f64 / 1e9))
+    }
 }
 
 /// Where the publish→delivery latencies of first deliveries to measured subscribers go.
@@ -59,13 +77,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn new(count: usize, slow: Option<usize>, latencies: Latencies) -> Self {
+    fn new(count: usize, slow: Option<usize>, limited: Option<usize>, latencies: Latencies) -> Self {
         Self {
             subscribers: (0..count)
                 .map(|i| Subscriber {
                     counts: Mutex::new(Vec::new()),
                     unique: AtomicU64::new(0),
                     slow: slow == Some(i),
+                    limited: (limited == Some(i)).then(|| Mutex::new(Vec::new())),
                 })
                 .collect(),
             latencies,
@@ -89,7 +108,10 @@ impl Recorder {
         };
         if first {
             sub.unique.fetch_add(1, Ordering::Relaxed);
-            if !sub.slow {
+            if let Some(arrivals) = &sub.limited {
+                arrivals.lock().expect("arrivals lock").push(now);
+            }
+            if sub.measured() {
                 let us = (now.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32;
                 match &self.latencies {
                     Latencies::All(all) => all.lock().expect("latency lock").push(us),
@@ -100,13 +122,13 @@ impl Recorder {
         }
     }
 
-    /// Distinct (event, subscriber) pairs seen by the measured (not slow) subscribers.
+    /// Distinct (event, subscriber) pairs seen by the measured subscribers.
     pub fn unique_measured(&self) -> u64 {
-        self.subscribers.iter().filter(|s| !s.slow).map(|s| s.unique.load(Ordering::Relaxed)).sum()
+        self.subscribers.iter().filter(|s| s.measured()).map(|s| s.unique.load(Ordering::Relaxed)).sum()
     }
 
     pub fn measured_count(&self) -> usize {
-        self.subscribers.iter().filter(|s| !s.slow).count()
+        self.subscribers.iter().filter(|s| s.measured()).count()
     }
 
     pub fn verified(&self) -> u64 {
@@ -135,7 +157,7 @@ impl Recorder {
     pub fn lost_and_duplicates(&self, accepted: impl IntoIterator<Item = u64>) -> (u64, u64) {
         let (mut lost, mut dup) = (0, 0);
         let counts: Vec<_> =
-            self.subscribers.iter().filter(|s| !s.slow).map(|s| s.counts.lock().expect("counts lock")).collect();
+            self.subscribers.iter().filter(|s| s.measured()).map(|s| s.counts.lock().expect("counts lock")).collect();
         for seq in accepted {
             for counts in &counts {
                 match counts.get(seq as usize).copied().unwrap_or(0) {
@@ -161,14 +183,19 @@ struct Shared {
 }
 
 /// Starts `count` receivers keeping every latency; subscriber `slow` (if any) answers deliveries only after
-/// `slow_for`.
-pub fn start(count: usize, slow: Option<usize>, slow_for: Duration) -> anyhow::Result<Receivers> {
-    serve(Recorder::new(count, slow, Latencies::All(Mutex::new(Vec::new()))), slow_for)
+/// `slow_for`, and subscriber `limited` (if any) keeps its arrival times.
+pub fn start(
+    count: usize,
+    slow: Option<usize>,
+    limited: Option<usize>,
+    slow_for: Duration,
+) -> anyhow::Result<Receivers> {
+    serve(Recorder::new(count, slow, limited, Latencies::All(Mutex::new(Vec::new()))), slow_for)
 }
 
 /// Starts `count` fast receivers counting latencies per window in `windows`.
 pub fn start_windowed(count: usize, windows: Arc<Deliveries>) -> anyhow::Result<Receivers> {
-    serve(Recorder::new(count, None, Latencies::Windowed(windows)), Duration::ZERO)
+    serve(Recorder::new(count, None, None, Latencies::Windowed(windows)), Duration::ZERO)
 }
 
 fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {

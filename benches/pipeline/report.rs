@@ -21,6 +21,8 @@ pub struct Figures {
     pub db_bytes_per_event: f64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Deliveries a second the rate-limited subscriber received while publishing went on (NaN without one).
+    pub limited_per_s: f64,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -50,6 +52,11 @@ impl Figures {
             max_ms: percentile(&latencies, 1.0),
             lost,
             duplicates,
+            limited_per_s: recorder
+                .subscribers
+                .iter()
+                .find_map(|s| s.arrival_rate(published.end_ns))
+                .unwrap_or(f64::NAN),
             ..Default::default()
         }
     }
@@ -58,7 +65,7 @@ impl Figures {
         let mb = |b: &u64| format!("{:.1}", *b as f64 / 1048576.0);
         format!(
             "accepted {:.0}/s, delivered {:.0} ev/s ({:.0} deliveries/s), p50 {:.2} p95 {:.2} p99 {:.2} max {:.1} ms, \
-             RSS {} MB (growth {} kB), {:.0} B/event, lost {}, dup {}, failed {}",
+             RSS {} MB (growth {} kB), {:.0} B/event, lost {}, dup {}, failed {}{}",
             self.accepted_per_s,
             self.events_delivered_per_s,
             self.deliveries_per_s,
@@ -72,6 +79,7 @@ impl Figures {
             self.lost,
             self.duplicates,
             self.failed,
+            if self.limited_per_s.is_nan() { String::new() } else { format!(", limited {:.1}/s", self.limited_per_s) },
         )
     }
 }
@@ -113,13 +121,14 @@ impl Table {
         median(runs.iter().map(f).collect())
     }
 
-    pub fn render(&self, scenarios: &[&str]) -> String {
+    pub fn render(&self, scenarios: &[&str], limit: f64) -> String {
         let mut out = String::from(
             "| scenario | variant | accepted ev/s | delivered ev/s | deliveries/s | direct deliveries/s | hub ÷ direct \
              | p50 ms | p95 ms | p99 ms | max ms | peak RSS MB serve/spreader/deliver | DB bytes/event | lost | dup |\n\
              |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         let mut p99 = BTreeMap::new();
+        let mut limited = BTreeMap::new();
         for scenario in scenarios {
             let direct = self.direct.get(*scenario).map(|runs| Self::med(runs, |f| f.deliveries_per_s));
             for (v, label) in self.variants.iter().enumerate() {
@@ -133,6 +142,7 @@ impl Table {
                 let lost: u64 = runs.iter().map(|f| f.lost).max().unwrap_or(0);
                 let dup: u64 = runs.iter().map(|f| f.duplicates).max().unwrap_or(0);
                 p99.insert((scenario.to_string(), v), m(&|f| f.p99_ms));
+                limited.insert((scenario.to_string(), v), m(&|f| f.limited_per_s));
                 out.push_str(&format!(
                     "| {scenario} | {label} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {rss} | {:.0} | {lost} | {dup} |\n",
                     m(&|f| f.accepted_per_s),
@@ -156,6 +166,20 @@ impl Table {
                     slow - ten
                 ));
             }
+        }
+        for (v, label) in self.variants.iter().enumerate() {
+            let (Some(rate), Some(others), Some(ten)) =
+                (limited.get(&("limited".into(), v)), p99.get(&("limited".into(), v)), p99.get(&("ten".into(), v)))
+            else {
+                continue;
+            };
+            out.push_str(&format!(
+                "\nrate-limited subscriber{}: received {rate:.1}/s against its limit of {limit}/s ({:+.1} %); with it and \
+                 one slow, the other eight's p99 is {others:.2} ms against {ten:.2} ms for ten (Δ {:+.2} ms)\n",
+                if label.is_empty() { String::new() } else { format!(" ({label})") },
+                (rate / limit - 1.0) * 100.0,
+                others - ten
+            ));
         }
         out.push_str("\nlost and dup are the largest over the runs; every other figure is the median.\n");
         out

@@ -69,7 +69,7 @@ async fn soak(
     logs: &std::path::Path,
 ) -> anyhow::Result<()> {
     let client = publisher::client();
-    hub.subscribe(&client, TOPIC, &receivers.urls, || receivers.recorder.verified()).await?;
+    hub.subscribe(&client, TOPIC, &receivers.urls, None, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
     let recorder = &receivers.recorder;
     let measured = recorder.measured_count() as u64;
