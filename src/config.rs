@@ -170,62 +170,89 @@ pub struct PartitionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention(pub Option<Duration>);
 
-fn parse_interval(s: &str) -> Result<Duration, String> {
+/// Why one setting's value was refused (the variable is named by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error(transparent)]
+    Duration(#[from] crate::retry::DurationError),
+    #[error("`{0}` is shorter than one minute")]
+    UnderAMinute(String),
+    #[error("`{0}` is not a duration like 7d, 90d or 1y")]
+    NotARetention(String),
+    #[error("`{0}` is not a number of seconds")]
+    NotSeconds(String),
+    #[error("`{0}` must be more than 0 and at most 86400 seconds")]
+    SecondsOutOfRange(String),
+}
+
+/// A configuration whose values parse but do not fit together: the variable to change and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+fn refuse(variable: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError { variable, reason: reason.into() })
+}
+
+fn parse_interval(s: &str) -> Result<Duration, ValueError> {
     let d = crate::retry::parse_duration_within(s.trim(), Duration::from_secs(366 * 86_400))?;
     if d < Duration::from_secs(60) {
-        return Err(format!("`{s}` is shorter than one minute"));
+        return Err(ValueError::UnderAMinute(s.to_owned()));
     }
     Ok(d)
 }
 
-fn parse_retention(s: &str) -> Result<Retention, String> {
+fn parse_retention(s: &str) -> Result<Retention, ValueError> {
     let s = s.trim();
     if s == "forever" {
         return Ok(Retention(None));
     }
     let d = match s.strip_suffix('y') {
         Some(years) => {
-            let n: u64 = years.parse().map_err(|_| format!("`{s}` is not a duration like 7d, 90d or 1y"))?;
+            let n: u64 = years.parse().map_err(|_| ValueError::NotARetention(s.to_owned()))?;
             Duration::from_secs(n.saturating_mul(365 * 86_400))
         }
         None => crate::retry::parse_duration_within(s, Duration::from_secs(100 * 365 * 86_400))?,
     };
     if d < Duration::from_secs(60) {
-        return Err(format!("`{s}` is shorter than one minute"));
+        return Err(ValueError::UnderAMinute(s.to_owned()));
     }
     Ok(Retention(Some(d)))
 }
 
 impl Config {
     /// Checks relations between values that no single parser can see.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let hub = &self.hub;
         if hub.lease_min_seconds == 0 {
-            return Err("TIDINGS_LEASE_MIN_SECONDS: must be at least 1 (leases are never perpetual)".into());
+            return refuse("TIDINGS_LEASE_MIN_SECONDS", "must be at least 1 (leases are never perpetual)");
         }
         if hub.lease_min_seconds > hub.lease_max_seconds {
-            return Err("TIDINGS_LEASE_MIN_SECONDS: must not exceed TIDINGS_LEASE_MAX_SECONDS".into());
+            return refuse("TIDINGS_LEASE_MIN_SECONDS", "must not exceed TIDINGS_LEASE_MAX_SECONDS");
         }
         if !(hub.lease_min_seconds..=hub.lease_max_seconds).contains(&hub.lease_default_seconds) {
-            return Err("TIDINGS_LEASE_DEFAULT_SECONDS: must lie between the minimum and maximum lease".into());
+            return refuse("TIDINGS_LEASE_DEFAULT_SECONDS", "must lie between the minimum and maximum lease");
         }
         if let Err(e) = crate::topic::TopicAllowList::parse(&hub.topic_allow) {
-            return Err(format!("TIDINGS_TOPIC_ALLOW: {e}"));
+            return refuse("TIDINGS_TOPIC_ALLOW", e.to_string());
         }
         if !matches!(hub.hub_url.scheme(), "http" | "https") {
-            return Err("TIDINGS_HUB_URL: must be an http or https URL".into());
+            return refuse("TIDINGS_HUB_URL", "must be an http or https URL");
         }
         if !matches!(self.database.database_url.0.scheme(), "postgres" | "postgresql") {
-            return Err("DATABASE_URL: must be a postgres:// URL".into());
+            return refuse("DATABASE_URL", "must be a postgres:// URL");
         }
         if let Retention(Some(keep)) = self.partitions.retention {
             if keep < self.partitions.partition_interval {
-                return Err("TIDINGS_RETENTION: must not be shorter than TIDINGS_PARTITION_INTERVAL".into());
+                return refuse("TIDINGS_RETENTION", "must not be shorter than TIDINGS_PARTITION_INTERVAL");
             }
         }
         if let Some(read) = &self.database.database_read_url {
             if !matches!(read.0.scheme(), "postgres" | "postgresql") {
-                return Err("DATABASE_READ_URL: must be a postgres:// URL".into());
+                return refuse("DATABASE_READ_URL", "must be a postgres:// URL");
             }
         }
         Ok(())
@@ -237,10 +264,10 @@ impl Config {
     }
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+fn parse_seconds(s: &str) -> Result<Duration, ValueError> {
+    let secs: f64 = s.trim().parse().map_err(|_| ValueError::NotSeconds(s.to_owned()))?;
     if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!("`{s}` must be more than 0 and at most 86400 seconds"));
+        return Err(ValueError::SecondsOutOfRange(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -280,7 +307,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(args).map_err(|e| crate::app::describe_cli_error::<Cli>(&e))?;
-        cli.config.validate()?;
+        cli.config.validate().map_err(|e| e.to_string())?;
         Ok(cli.config)
     }
 

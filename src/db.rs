@@ -101,15 +101,24 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("could not apply database migrations")
 }
 
+/// Why a process is not ready to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the database is not reachable or not migrated")]
+    Unreachable(#[source] sqlx::Error),
+    #[error("{0} migration(s) not applied")]
+    Migrations(usize),
+}
+
 /// Whether the database answers and every embedded migration is applied (for `/readyz`).
-pub async fn is_ready(pool: &PgPool) -> Result<(), String> {
+pub async fn is_ready(pool: &PgPool) -> Result<(), NotReady> {
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(pool)
         .await
-        .map_err(|_| "the database is not reachable or not migrated".to_owned())?;
+        .map_err(NotReady::Unreachable)?;
     let missing = MIGRATOR.iter().filter(|m| !applied.contains(&m.version)).count();
     if missing > 0 {
-        return Err(format!("{missing} migration(s) not applied"));
+        return Err(NotReady::Migrations(missing));
     }
     Ok(())
 }

@@ -100,8 +100,24 @@ pub struct StoredEvent {
     pub published_at: DateTime<Utc>,
 }
 
+/// A content type that is not `type/subtype` in printable ASCII; holds the first 64 characters for the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a valid content type (expected type/subtype)")]
+pub struct ContentTypeError(String);
+
+/// Tags or a group id out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("at most {MAX_TAGS} tags are allowed")]
+    TooManyTags,
+    #[error("tag `{0}` must be 1 to {MAX_TAG_BYTES} bytes without control characters")]
+    Tag(String),
+    #[error("group_id must be 1 to {MAX_GROUP_ID_BYTES} bytes without control characters")]
+    GroupId,
+}
+
 /// Validates a content type: `type/subtype` with optional parameters, printable ASCII.
-pub fn validate_content_type(raw: &str) -> Result<String, String> {
+pub fn validate_content_type(raw: &str) -> Result<String, ContentTypeError> {
     let raw = raw.trim();
     let essence = raw.split(';').next().unwrap_or("").trim();
     let valid_token =
@@ -112,27 +128,21 @@ pub fn validate_content_type(raw: &str) -> Result<String, String> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(format!(
-            "`{}` is not a valid content type (expected type/subtype)",
-            raw.chars().take(64).collect::<String>()
-        ))
+        Err(ContentTypeError(raw.chars().take(64).collect()))
     }
 }
 
 /// Validates tags and a group id.
-pub fn validate_labels(tags: &[String], group_id: Option<&str>) -> Result<(), String> {
+pub fn validate_labels(tags: &[String], group_id: Option<&str>) -> Result<(), LabelError> {
     if tags.len() > MAX_TAGS {
-        return Err(format!("at most {MAX_TAGS} tags are allowed"));
+        return Err(LabelError::TooManyTags);
     }
     if let Some(tag) = tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES || t.chars().any(char::is_control))
     {
-        return Err(format!(
-            "tag `{}` must be 1 to {MAX_TAG_BYTES} bytes without control characters",
-            tag.chars().take(32).collect::<String>()
-        ));
+        return Err(LabelError::Tag(tag.chars().take(32).collect()));
     }
     if group_id.is_some_and(|g| g.is_empty() || g.len() > MAX_GROUP_ID_BYTES || g.chars().any(char::is_control)) {
-        return Err(format!("group_id must be 1 to {MAX_GROUP_ID_BYTES} bytes without control characters"));
+        return Err(LabelError::GroupId);
     }
     Ok(())
 }

@@ -67,8 +67,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// A duration that is not `<whole number><unit>` within its bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration like 5s, 5m or 2h")]
+    NotANumber(String),
+    #[error("`{0}` has no unit (ms, s, m, h or d)")]
+    NoUnit(String),
+    #[error("`{0}` is longer than {1} days")]
+    TooLong(String, u64),
+}
+
 impl FromStr for RetrySchedule {
-    type Err = String;
+    type Err = DurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let delays =
             s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(parse_duration).collect::<Result<Vec<_>, _>>()?;
@@ -77,27 +88,27 @@ impl FromStr for RetrySchedule {
 }
 
 /// Parses `250ms`, `5s`, `5m`, `2h` or `1d`, at most 30 days.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     parse_duration_within(s, Duration::from_secs(30 * 86_400))
 }
 
 /// Parses `250ms`, `5s`, `5m`, `2h` or `1d`, at most `max`.
-pub fn parse_duration_within(s: &str, max: Duration) -> Result<Duration, String> {
+pub fn parse_duration_within(s: &str, max: Duration) -> Result<Duration, DurationError> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 5s, 5m or 2h"))?;
+    let n: u64 = number.parse().map_err(|_| DurationError::NotANumber(s.to_owned()))?;
     let unit_ms = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("`{s}` has no unit (ms, s, m, h or d)")),
+        _ => return Err(DurationError::NoUnit(s.to_owned())),
     };
     let ms = n
         .checked_mul(unit_ms)
         .filter(|ms| u128::from(*ms) <= max.as_millis())
-        .ok_or(format!("`{s}` is longer than {} days", max.as_secs() / 86_400))?;
+        .ok_or_else(|| DurationError::TooLong(s.to_owned(), max.as_secs() / 86_400))?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -172,7 +183,7 @@ mod tests {
 
     #[test]
     fn bad_durations_are_refused_with_a_reason() {
-        assert!("5x".parse::<RetrySchedule>().unwrap_err().contains("5x"));
+        assert!("5x".parse::<RetrySchedule>().unwrap_err().to_string().contains("5x"));
         assert!("s".parse::<RetrySchedule>().is_err());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }

@@ -94,20 +94,29 @@ impl fmt::Debug for Topic {
     }
 }
 
+/// Why `TIDINGS_TOPIC_ALLOW` was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AllowListError {
+    #[error("`{entry}`: {error}")]
+    Topic { entry: String, error: TopicError },
+    #[error("name at least one topic or pattern (`*` allows every topic)")]
+    Empty,
+}
+
 /// The topics subscribers may subscribe to (`TIDINGS_TOPIC_ALLOW`).
 #[derive(Debug, Clone)]
 pub struct TopicAllowList(Vec<Topic>);
 
 impl TopicAllowList {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, AllowListError> {
         let topics = raw
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(|t| Topic::parse(t).map_err(|e| format!("`{t}`: {e}")))
+            .map(|t| Topic::parse(t).map_err(|error| AllowListError::Topic { entry: t.to_owned(), error }))
             .collect::<Result<Vec<_>, _>>()?;
         if topics.is_empty() {
-            return Err("name at least one topic or pattern (`*` allows every topic)".into());
+            return Err(AllowListError::Empty);
         }
         Ok(Self(topics))
     }

@@ -45,7 +45,7 @@ impl AppState {
         policies: Arc<Policies>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let topic_allow = TopicAllowList::parse(&config.hub.topic_allow).map_err(anyhow::Error::msg)?;
+        let topic_allow = TopicAllowList::parse(&config.hub.topic_allow)?;
         let read_pool = pool.clone();
         let ingest = Ingest::start(pool.clone());
         Ok(Self { pool, read_pool, config, topic_allow, fetch_wakeup, policies, metrics, ingest })

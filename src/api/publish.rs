@@ -90,7 +90,7 @@ impl EventInput {
                 return Err(at(format!("body must be a string for content type {content_type} (or use body_base64)")))
             }
         };
-        events::validate_labels(&self.tags, self.group_id.as_deref()).map_err(at)?;
+        events::validate_labels(&self.tags, self.group_id.as_deref()).map_err(|e| at(e.to_string()))?;
         Ok(NewEvent {
             id_from_publisher: self.id.is_some(),
             id: self.id.unwrap_or_else(Uuid::now_v7),
@@ -175,14 +175,14 @@ pub async fn publish_raw(
         .ok_or_else(|| ApiError::bad_request("a Content-Type header is required"))?
         .to_str()
         .map_err(|_| ApiError::bad_request("the Content-Type header is not valid text"))?;
-    let content_type = events::validate_content_type(content_type).map_err(ApiError::BadRequest)?;
+    let content_type = events::validate_content_type(content_type).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (id, id_from_publisher) =
         match query.id.as_deref().or_else(|| req.headers().get("idempotency-key").and_then(|v| v.to_str().ok())) {
             Some(raw) => (Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("id must be a UUID"))?, true),
             None => (Uuid::now_v7(), false),
         };
     let tags: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "tag").map(|(_, v)| v).collect();
-    events::validate_labels(&tags, query.group_id.as_deref()).map_err(ApiError::BadRequest)?;
+    events::validate_labels(&tags, query.group_id.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let event =
         NewEvent { id, id_from_publisher, topic, content_type, body: body.to_vec(), tags, group_id: query.group_id };
     let appended = append(&state, vec![event], "raw").await?;
