@@ -20,16 +20,24 @@ ALTER TABLE subscription_requests
 
 -- The state of each limit, written only by the claim (src/outbox/claim.rs) under the row's lock, so claims on
 -- several deliverers take turns: a generic cell rate algorithm's theoretical arrival time `tat` (a delivery may
--- start at `now` when `tat - now <= (burst - 1) / rate`, and moves `tat` on by `1 / rate`), with the limit it was
--- last computed under and how many deliveries that claim was granted.
+-- start at `now` when `tat - now <= (burst - 1) / rate`). Every delivery a claim locks moves `tat` on by
+-- `1 / rate`: those it may start now are leased, the others are given the slots after them (see
+-- `outbox.reserved`), so slots are handed out once, in order, and never drift when a claim comes a little late.
+-- With the limit it was last computed under, and how many deliveries the last claim wanted and could start.
 CREATE TABLE delivery_throttles (
     subscription_id uuid             NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
     tat             timestamptz      NOT NULL,
     rate_per_second double precision NOT NULL,
     rate_burst      integer          NOT NULL,
+    wanted          bigint           NOT NULL,
     granted         integer          NOT NULL,
     CONSTRAINT delivery_throttles_pkey PRIMARY KEY (subscription_id)
 );
+
+-- A delivery a rate limit has given a slot: its `due_at` is the slot, and when it comes due it starts without
+-- asking the limit again (unless it is claimed more than one interval late, when it asks again, so a deliverer that
+-- stalled does not send the slots it missed all at once).
+ALTER TABLE outbox ADD COLUMN reserved boolean NOT NULL DEFAULT false;
 
 -- How many of `wanted` deliveries a limit lets start at `at`, given its theoretical arrival time `tat` (NULL for a
 -- limit never used). The one-microsecond allowance absorbs rounding of `tat` to timestamp precision.

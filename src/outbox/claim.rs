@@ -16,8 +16,10 @@
 //! Rate limits: of a rate-limited subscription's locked deliveries, the statement leases only as many as its
 //! limit lets start now (a generic cell rate algorithm over `delivery_throttles`, whose row it updates under the
 //! row's lock, so claims on any number of deliverers take turns and the limit holds across all of them); the
-//! others are pushed back to the times the limit will let them start, unattempted. Verifications and denial
-//! notices are never limited.
+//! others get the next slots of the limit, in order, and are pushed back to them unattempted and `reserved`: each
+//! starts when its slot comes without asking the limit again. So slots are handed out once, a claim that comes a
+//! little late costs no slot, and the head of the due-job index never fills with a limited subscription's
+//! backlog. Verifications and denial notices are never limited.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -70,32 +72,34 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
              LEFT JOIN unnest($5::text[], $6::bigint[]) AS h(host, room) ON h.host = r.callback_host
         WHERE r.n <= coalesce(h.room, $3) ORDER BY r.id LIMIT $1
     ), locked AS (
-        SELECT o.id, o.logged_at, p.kind, p.subscription_id, p.rate_per_second, p.rate_burst
+        SELECT o.id, o.logged_at, p.kind, p.subscription_id, p.rate_per_second, p.rate_burst,
+               o.reserved AND o.due_at >= now() - make_interval(secs => 1 / p.rate_per_second) AS in_slot
         FROM outbox o JOIN picked p ON o.id = p.id AND o.logged_at = p.logged_at
         WHERE o.finished_at IS NULL AND o.due_at <= now()
         FOR UPDATE OF o SKIP LOCKED
     ), limited AS (
         SELECT id, logged_at, subscription_id, row_number() OVER (PARTITION BY subscription_id ORDER BY id) AS n
-        FROM locked WHERE rate_per_second IS NOT NULL AND kind = 'deliver'
+        FROM locked WHERE rate_per_second IS NOT NULL AND kind = 'deliver' AND NOT in_slot
     ), granted AS (
-        INSERT INTO delivery_throttles AS t (subscription_id, tat, rate_per_second, rate_burst, granted)
-        SELECT l.subscription_id, now() + make_interval(secs => least(count(*), min(l.rate_burst)) / min(l.rate_per_second)),
-               min(l.rate_per_second), min(l.rate_burst), least(count(*), min(l.rate_burst))
-        FROM locked l WHERE l.rate_per_second IS NOT NULL AND l.kind = 'deliver'
-        GROUP BY l.subscription_id ORDER BY l.subscription_id
+        INSERT INTO delivery_throttles AS t (subscription_id, tat, rate_per_second, rate_burst, wanted, granted)
+        SELECT w.subscription_id, now() + make_interval(secs => w.n / w.rate), w.rate, w.burst, w.n,
+               least(w.n, w.burst)
+        FROM (SELECT l.subscription_id, count(*) AS n, min(l.rate_per_second) AS rate, min(l.rate_burst) AS burst
+              FROM locked l WHERE l.rate_per_second IS NOT NULL AND l.kind = 'deliver' AND NOT l.in_slot
+              GROUP BY l.subscription_id) w
+        ORDER BY w.subscription_id
         ON CONFLICT (subscription_id) DO UPDATE SET
-            granted = tidings_throttle_grant(t.tat, now(), excluded.rate_per_second, excluded.rate_burst, excluded.granted),
-            tat = greatest(t.tat, now()) + make_interval(secs =>
-                tidings_throttle_grant(t.tat, now(), excluded.rate_per_second, excluded.rate_burst, excluded.granted)
-                / excluded.rate_per_second),
-            rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst
-        RETURNING subscription_id, tat, granted, rate_per_second, rate_burst
+            granted = tidings_throttle_grant(t.tat, now(), excluded.rate_per_second, excluded.rate_burst, excluded.wanted),
+            tat = greatest(t.tat, now()) + make_interval(secs => excluded.wanted / excluded.rate_per_second),
+            wanted = excluded.wanted, rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst
+        RETURNING subscription_id, tat, wanted, granted, rate_per_second, rate_burst
     ), over AS (
         SELECT l.id, l.logged_at,
-               g.tat + make_interval(secs => (l.n - g.granted - g.rate_burst) / g.rate_per_second) AS due_at
+               g.tat + make_interval(secs => (l.n - g.wanted - g.rate_burst) / g.rate_per_second) AS due_at
         FROM limited l JOIN granted g ON g.subscription_id = l.subscription_id WHERE l.n > g.granted
     ), throttled AS (
-        UPDATE outbox o SET due_at = over.due_at FROM over WHERE o.id = over.id AND o.logged_at = over.logged_at
+        UPDATE outbox o SET due_at = over.due_at, reserved = true
+        FROM over WHERE o.id = over.id AND o.logged_at = over.logged_at
         RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
     ), head AS MATERIALIZED (
         SELECT o.id, o.logged_at, o.due_at, o.subscription_id FROM outbox o
@@ -115,7 +119,7 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         UPDATE outbox o SET due_at = now() + make_interval(secs => least(paced.delay, $10))
         FROM paced WHERE o.id = paced.id AND o.logged_at = paced.logged_at
     ), claimed AS (
-        UPDATE outbox o SET attempts = o.attempts + 1,
+        UPDATE outbox o SET attempts = o.attempts + 1, reserved = false,
                due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
         FROM locked WHERE o.id = locked.id AND o.logged_at = locked.logged_at
              AND NOT EXISTS (SELECT 1 FROM over WHERE over.id = locked.id AND over.logged_at = locked.logged_at)

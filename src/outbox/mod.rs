@@ -61,7 +61,7 @@ pub use claim::{claim, next_due, Claimed, Job, Pace, Rooms, CLAIM_SQL};
 pub use enqueue::{enqueue_request, replay, Replayed, MAX_BULK};
 pub use read::{attempts, get, list, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
 pub use record::{record, Attempt, Next, Outcome, RECORD_SQL};
-pub use reset::{redeliver, redeliver_dead};
+pub use reset::{redeliver, redeliver_dead, release_held};
 
 /// Wakes the deliverers. Call it after the commit that wrote due jobs returned.
 pub async fn wake(pool: &PgPool) {

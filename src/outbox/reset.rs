@@ -50,3 +50,25 @@ pub async fn redeliver_dead(
     }
     Ok(reset)
 }
+
+/// Forgets a subscription's rate-limit state and makes its deliveries that a limit held back (never attempted, due
+/// later) due now, so a new or removed limit applies to them from the next claim rather than after the old
+/// limit's schedule. In the caller's transaction, which changes the limit; wake the deliverers after its commit.
+pub async fn release_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    subscription_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM delivery_throttles WHERE subscription_id = $1")
+        .bind(subscription_id)
+        .execute(&mut **tx)
+        .await?;
+    let released = sqlx::query(
+        "UPDATE outbox SET due_at = now(), reserved = false
+         WHERE subscription_id = $1 AND state = 'pending' AND kind = 'deliver' AND attempts = 0 AND due_at > now()",
+    )
+    .bind(subscription_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(released)
+}

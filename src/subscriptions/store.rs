@@ -326,19 +326,29 @@ pub async fn list(
     .await
 }
 
-/// Sets or (with None) removes a subscription's rate limit; None when there is no such subscription. The claim
-/// applies it from its next claim on.
+/// Sets or (with None) removes a subscription's rate limit; None when there is no such subscription. Deliveries
+/// the old limit held back are due again at once, so the new limit applies to them from the next claim.
 #[tracing::instrument(skip(pool))]
 pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Result<Option<Subscription>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = pool.begin().await?;
+    let updated: Option<Subscription> = sqlx::query_as(&format!(
         "UPDATE subscriptions SET rate_per_second = $2, rate_burst = $3, updated_at = now() WHERE id = $1
          RETURNING {SUBSCRIPTION_COLUMNS}"
     ))
     .bind(id)
     .bind(rate.map(|r| r.per_second()))
     .bind(rate.map(|r| r.burst()))
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let released = outbox::release_held(&mut tx, id).await?;
+    tx.commit().await?;
+    if released > 0 {
+        outbox::wake(pool).await;
+    }
+    Ok(updated)
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::Error> {
