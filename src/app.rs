@@ -8,12 +8,12 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{AppState, Application},
     callback,
     config::Config,
     db,
     deliverer::{transport::HttpTransport, Deliverer},
     fetcher,
+    http::{AppState, Application},
     metrics::Metrics,
     ops_server, partitions,
     policies::Policies,

@@ -193,7 +193,7 @@ pub enum GroupError {
 /// positions follow the order given. All or none: if any id is already in the log (or appears twice), nothing is
 /// written; the caller then appends request by request with [`append`], which tells replays from conflicts. A
 /// group of fresh ids is one statement; a group holding ids from publishers first takes [`ID_CHECK_LOCK`] and
-/// looks for them. See [`crate::ingest`].
+/// looks for them. See the `ingest` module.
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub async fn append_new(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Appended>, GroupError> {
     let mut seen = std::collections::HashSet::with_capacity(events.len());

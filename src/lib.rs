@@ -4,17 +4,18 @@
 //! ([`subscriptions`]); the callbacks spreader ([`spreader`]) fans every event into the outbox ([`outbox`]);
 //! the callback deliverer ([`deliverer`]) claims due jobs and calls subscribers with durable retries.
 
-pub mod api;
 pub mod app;
 pub mod callback;
 pub mod config;
-pub mod console;
 pub mod db;
 pub mod deliverer;
 pub mod events;
 pub mod fetcher;
+pub mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
+pub mod operations;
 pub mod ops_server;
 pub mod outbox;
 pub mod partitions;

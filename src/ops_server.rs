@@ -48,7 +48,7 @@ impl OpsServer {
     }
 
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
-        crate::api::serve_until_cancelled(self.server, token).await
+        crate::http::serve_until_cancelled(self.server, token).await
     }
 }
 

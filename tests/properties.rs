@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use proptest::prelude::*;
-use tidings::{api::hub::decode_form, callback::CallbackUrl, topic::Topic};
+use tidings::{callback::CallbackUrl, http::api::hub::decode_form, topic::Topic};
 use url::Host;
 
 /// The model: a pattern `p1.p2.*` matches a topic whose dot-separated elements start with p1, p2 (ignoring case)

@@ -27,7 +27,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::JobKind;
-use crate::subscriptions::state::State;
+use crate::lifecycle::State;
 
 /// A claimed job with everything needed to carry it out.
 #[derive(Debug, Clone, sqlx::FromRow)]

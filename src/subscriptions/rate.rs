@@ -1,7 +1,7 @@
 //! A subscription's optional rate limit: at most `per_second` deliveries a second, in bursts of up to `burst`.
 //! Asked for with the optional `hub.x-rate` / `hub.x-rate-burst` parameters of a subscribe request (applied when
-//! its verification succeeds, like `hub.secret`) or set by the admin API. Enforced by the claim
-//! ([`crate::outbox::claim`]) for every deliverer at once.
+//! its verification succeeds, like `hub.secret`) or set by the admin API. Enforced by the outbox's claim for every
+//! deliverer at once.
 
 use serde::{Deserialize, Serialize};
 

@@ -207,7 +207,9 @@ async fn every_page_renders_what_happened_and_escapes_it() {
     let app = spawn_app().await;
     let subscriber = Receiver::start().await;
     subscriber.set_status(500);
-    let sub = app.subscribe_active("orders", &subscriber.url("/hook"), &[]).await;
+    let sub = app
+        .subscribe_active("orders", &subscriber.url("/hook"), &[("hub.x-rate", "50"), ("hub.x-rate-burst", "5")])
+        .await;
     let sid = sub["id"].as_str().unwrap().to_owned();
     app.publish(
         json!({"topic": "orders", "body": "<script>alert(1)</script>", "tags": ["<b>vip</b>"], "group_id": "g-1"}),
@@ -226,6 +228,7 @@ async fn every_page_renders_what_happened_and_escapes_it() {
     assert!(subscriptions.contains("0.0%"), "no delivery succeeded: {subscriptions}");
     let subscription = browser.page(&format!("/console/subscriptions/{sid}")).await;
     assert!(subscription.contains("Lifecycle history") && subscription.contains(">active<"), "{subscription}");
+    assert!(subscription.contains("<dd>50/s, bursts of 5</dd>"), "the rate limit shows: {subscription}");
 
     let events = browser.page("/console/events?topic=orders&tag=%3Cb%3Evip%3C%2Fb%3E&group_id=g-1").await;
     assert!(events.contains("&#60;b&#62;vip&#60;/b&#62;") && !events.contains("<b>vip</b>"), "{events}");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tidings::{api::auth::publish_signature, app::Roles};
+use tidings::{app::Roles, http::api::auth::publish_signature};
 
 use crate::{
     helpers::{eventually, spawn_app, spawn_app_with, test_config, TestApp, ADMIN_TOKEN},

@@ -12,7 +12,7 @@ use tidings::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    helpers::{eventually, spawn_app_with, test_config},
+    helpers::{eventually, spawn_app_with, test_config, ADMIN_TOKEN},
     receiver::Receiver,
     spreader::insert_subscription,
 };
@@ -133,5 +133,48 @@ async fn a_malformed_rate_limit_gets_a_400_naming_the_parameter_and_stores_nothi
     }
     assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM subscription_requests").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_sets_and_removes_a_limit_and_deliveries_it_held_back_go_out_at_once() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let subscriber = Receiver::start().await;
+    let id = insert_subscription(&app.pool, "t", &subscriber.url("/cb"), "active").await;
+    let rate = |body: serde_json::Value| {
+        app.client.put(app.url(&format!("/subscriptions/{id}/rate"))).bearer_auth(ADMIN_TOKEN).json(&body).send()
+    };
+    let set = rate(json!({"per_second": 0.01})).await.unwrap();
+    assert_eq!(set.status(), 200);
+    let set: serde_json::Value = set.json().await.unwrap();
+    assert_eq!((set["rate_per_second"].as_f64(), set["rate_burst"].as_i64()), (Some(0.01), Some(1)));
+
+    for bad in [json!({"per_second": 0}), json!({"per_second": 5, "burst": 0}), json!({"burst": 5}), json!([])] {
+        let response = rate(bad.clone()).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    let stranger = app.client.put(app.url(&format!("/subscriptions/{id}/rate"))).json(&json!({"per_second": 5}));
+    assert_eq!(stranger.send().await.unwrap().status(), 401);
+    let unknown = app.client.delete(app.url(&format!("/subscriptions/{}/rate", uuid::Uuid::now_v7())));
+    assert_eq!(unknown.bearer_auth(ADMIN_TOKEN).send().await.unwrap().status(), 404);
+    let detail = app.admin_get(&format!("/subscriptions/{id}")).await;
+    assert_eq!(detail["subscription"]["rate_per_second"].as_f64(), Some(0.01), "a refused change changes nothing");
+
+    // One delivery a hundred seconds: the first goes out, the other two wait their turn.
+    app.publish(json!({"events": [{"topic": "t", "body": 1}, {"topic": "t", "body": 2}, {"topic": "t", "body": 3}]}))
+        .await;
+    app.wait_for_count(Duration::from_secs(10), "3 jobs", "SELECT count(*) FROM outbox WHERE kind = 'deliver'", 3)
+        .await;
+    let config = &app.config;
+    let transport = HttpTransport::new(true, config.delivery.request_timeout);
+    let deliverer = Deliverer::new(app.pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone());
+    assert_eq!(deliverer.try_deliver_batch().await.unwrap(), 1);
+    assert_eq!(deliverer.try_deliver_batch().await.unwrap(), 0, "the others wait for their slots");
+
+    let removed = app.client.delete(app.url(&format!("/subscriptions/{id}/rate"))).bearer_auth(ADMIN_TOKEN);
+    let removed: serde_json::Value = removed.send().await.unwrap().json().await.unwrap();
+    assert!(removed["rate_per_second"].is_null() && removed["rate_burst"].is_null(), "{removed}");
+    assert_eq!(deliverer.try_deliver_batch().await.unwrap(), 2, "held-back deliveries are due at once");
+    assert_eq!(subscriber.deliveries().len(), 3);
     app.stop().await;
 }

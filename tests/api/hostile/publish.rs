@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use tidings::api::auth::publish_signature;
+use tidings::http::api::auth::publish_signature;
 
 use super::{assert_all_refused, hostile_hub, Case, HMAC_KEY, PUBLISH_TOKEN};
 

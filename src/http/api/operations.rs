@@ -1,17 +1,17 @@
 //! The operations side of the admin API: group progress, statistics, replay and bulk redelivery, ending a
-//! subscription, and topic policies.
+//! subscription, its rate limit, and topic policies. The actions themselves are [`crate::operations`].
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::{
-    outbox,
+    operations::{self, ReplayFrom},
     policies::{self, Policy},
     stats,
-    subscriptions::{state::Transition, store},
+    subscriptions::rate::RateLimit,
 };
 
 fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
@@ -30,21 +30,8 @@ fn subscription_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("the subscription id must be a UUID"))
 }
 
-async fn active_subscription(state: &AppState, id: Uuid) -> Result<store::Subscription, ApiError> {
-    let s = store::get(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
-    if s.state != "active" {
-        return Err(ApiError::Conflict(format!("subscription {id} is {}, not active", s.state)));
-    }
-    Ok(s)
-}
-
 /// `GET /groups/{group_id}/progress`
-pub async fn group_progress(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn group_progress(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(stats::group_progress(&state.read_pool, &path).await?))
 }
 
@@ -60,10 +47,8 @@ pub struct StatsQuery {
 /// `GET /stats?since=&until=&topic=&subscription_id=`: per topic and per subscription (default: the last 24 h).
 pub async fn stats(
     state: web::Data<AppState>,
-    req: HttpRequest,
     q: Result<web::Query<StatsQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let q = query(q)?;
     let until = q.until.unwrap_or_else(Utc::now);
     let since = q.since.unwrap_or(until - Duration::hours(24));
@@ -89,21 +74,13 @@ pub struct ReplayRequest {
 /// `POST /subscriptions/{id}/replay`: new jobs for the events it matched from a position or time.
 pub async fn replay(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let id = subscription_id(&path)?;
     let r: ReplayRequest = body(&raw)?;
-    let limit = r.limit.unwrap_or(10_000);
-    if !(1..=outbox::MAX_BULK).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {}", outbox::MAX_BULK)));
-    }
-    active_subscription(&state, id).await?;
-    let replayed = outbox::replay(&state.pool, id, r.from_position, r.from_time, limit).await?;
-    tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription");
-    Ok(HttpResponse::Ok().json(replayed))
+    let from = ReplayFrom { position: r.from_position, time: r.from_time, limit: r.limit.unwrap_or(10_000) };
+    Ok(HttpResponse::Ok().json(operations::replay(&state.pool, id, from).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,46 +93,45 @@ pub struct RangeRequest {
 /// `POST /subscriptions/{id}/redeliver-dead`: every dead delivery in the range goes back in the queue.
 pub async fn redeliver_dead(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let id = subscription_id(&path)?;
     let r: RangeRequest = body(&raw)?;
-    active_subscription(&state, id).await?;
-    let redelivered = outbox::redeliver_dead(&state.pool, id, r.since, r.until).await?;
+    let redelivered = operations::redeliver_dead(&state.pool, id, r.since, r.until).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "redelivered": redelivered })))
 }
 
 /// `POST /subscriptions/{id}/end`: an operator ends an active subscription (recorded in its history).
-pub async fn end_subscription(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn end_subscription(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = subscription_id(&path)?;
-    active_subscription(&state, id).await?;
-    let mut tx = state.pool.begin().await?;
-    store::transition_in(&mut tx, id, Transition::Unsubscribed, Some("ended by an operator")).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(store::get(&state.pool, id).await?))
+    Ok(HttpResponse::Ok().json(operations::end_subscription(&state.pool, id).await?))
+}
+
+/// `PUT /subscriptions/{id}/rate` with `{"per_second": 50, "burst": 10}`: sets the subscription's rate limit.
+pub async fn set_rate(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    let rate: RateLimit = serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    Ok(HttpResponse::Ok().json(operations::set_rate(&state.pool, id, Some(rate)).await?))
+}
+
+/// `DELETE /subscriptions/{id}/rate`: removes the subscription's rate limit.
+pub async fn remove_rate(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    Ok(HttpResponse::Ok().json(operations::set_rate(&state.pool, id, None).await?))
 }
 
 /// `GET /policies`
-pub async fn list_policies(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn list_policies(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "policies": policies::list(&state.pool).await? })))
 }
 
 /// `PUT /policies`: creates or replaces the policy of a topic or pattern.
-pub async fn put_policy(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    raw: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn put_policy(state: web::Data<AppState>, raw: web::Bytes) -> Result<HttpResponse, ApiError> {
     let policy: Policy = serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
     let stored = state.policies.put(policy).await?;
     Ok(HttpResponse::Ok().json(stored))
@@ -170,10 +146,8 @@ pub struct TopicQuery {
 /// `DELETE /policies?topic=`
 pub async fn delete_policy(
     state: web::Data<AppState>,
-    req: HttpRequest,
     q: Result<web::Query<TopicQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let q = query(q)?;
     if state.policies.delete(&q.topic).await? {
         Ok(HttpResponse::NoContent().finish())

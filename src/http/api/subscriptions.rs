@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{
-    request::{LeasePolicy, Mode, SubscriptionRequest},
-    store::{self, Submitted},
-};
+use super::hub::Form;
 use crate::{
-    api::{hub::Form, ApiError, AppState},
     callback,
+    http::{ApiError, AppState},
+    subscriptions::{
+        request::{LeasePolicy, Mode, SubscriptionRequest},
+        store::{self, Submitted},
+    },
 };
 
 /// The reason sent with `hub.mode=denied` when a topic is not in `TIDINGS_TOPIC_ALLOW`.
@@ -48,7 +49,7 @@ pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpRe
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     topic: Option<String>,
-    state: Option<super::state::State>,
+    state: Option<crate::subscriptions::state::State>,
     after: Option<Uuid>,
     limit: Option<i64>,
 }
@@ -56,12 +57,10 @@ pub struct ListQuery {
 /// `GET /subscriptions?topic=&state=&after=&limit=`
 pub async fn list(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: Result<web::Query<ListQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
-    let limit = crate::api::page_limit(query.limit)?;
+    let limit = super::page_limit(query.limit)?;
     let rows =
         store::list(&state.read_pool, query.topic.as_deref(), query.state.map(|s| s.as_str()), query.after, limit)
             .await?;
@@ -70,12 +69,7 @@ pub async fn list(
 }
 
 /// `GET /subscriptions/{id}`: the subscription, its requests and its lifecycle history.
-pub async fn show(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::bad_request("the subscription id must be a UUID"))?;
     let subscription =
         store::get(&state.read_pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;

@@ -4,7 +4,7 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 
-use super::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::{callback, fetcher};
 
 /// At most this many topic URLs in one thin ping.
@@ -91,10 +91,10 @@ pub async fn hub(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
     tracing::Span::current().record("mode", mode);
     match mode {
         "publish" => {
-            state.require_publisher(&req, &body)?;
+            super::auth::require_publisher(&state.config.http, &req, &body)?;
             publish(&state, &form).await
         }
-        "subscribe" | "unsubscribe" => crate::subscriptions::api::request(&state, &form, mode).await,
+        "subscribe" | "unsubscribe" => super::subscriptions::request(&state, &form, mode).await,
 
         other => Err(ApiError::bad_request(format!(
             "unsupported hub.mode `{}`: use subscribe, unsubscribe or publish",

@@ -120,6 +120,11 @@ pub async fn subscription(
         row: subscription_row(&sub, health.first()),
         lease_seconds: sub.lease_seconds.map(|l| format!("{l} s")).unwrap_or_else(|| "—".into()),
         has_secret: sub.has_secret,
+        rate_limit: match (sub.rate_per_second, sub.rate_burst) {
+            (Some(rate), Some(burst)) if burst > 1 => format!("{rate}/s, bursts of {burst}"),
+            (Some(rate), _) => format!("{rate}/s"),
+            _ => "none".to_owned(),
+        },
         created: sub.created_at.into(),
         updated: sub.updated_at.into(),
         active: sub.state == "active",
@@ -129,17 +134,6 @@ pub async fn subscription(
         deliveries_link: link("/console/deliveries", &[("subscription_id", &sid)]),
         dead_link: link("/console/deliveries", &[("subscription_id", &sid), ("state", "dead")]),
     })
-}
-
-async fn active_subscription(state: &AppState, raw: &str) -> Result<Uuid, ConsoleError> {
-    let id = parse_uuid(raw, "subscription id")?;
-    let sub = store::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ConsoleError::not_found(format!("There is no subscription {id}.")))?;
-    if sub.state != "active" {
-        return Err(ConsoleError::conflict(format!("Subscription {id} is {}, not active.", sub.state)));
-    }
-    Ok(id)
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,9 +157,9 @@ pub async fn replay(
         .map(|f| parse_time(&f, tz(&form.tz)))
         .transpose()?
         .ok_or_else(|| ConsoleError::bad_request("Say from when to replay."))?;
-    let id = active_subscription(&state, &path).await?;
-    let replayed = outbox::replay(&state.pool, id, 0, Some(from), 10_000).await?;
-    tracing::info!(subscription_id = %id, created = replayed.created, "replayed a subscription from the console");
+    let id = parse_uuid(&path, "subscription id")?;
+    let from = ReplayFrom { position: 0, time: Some(from), limit: 10_000 };
+    let replayed = operations::replay(&state.pool, id, from).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=replayed&n={}", replayed.created)))
 }
 
@@ -178,9 +172,8 @@ pub async fn redeliver_dead(
 ) -> Page {
     let (_, s) = require_session(&state, &req).await?;
     check_csrf(&s, &form.csrf)?;
-    let id = active_subscription(&state, &path).await?;
-    let n = outbox::redeliver_dead(&state.pool, id, None, None).await?;
-    tracing::info!(subscription_id = %id, redelivered = n, "redelivered dead deliveries from the console");
+    let id = parse_uuid(&path, "subscription id")?;
+    let n = operations::redeliver_dead(&state.pool, id, None, None).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=redelivered-dead&n={n}")))
 }
 
@@ -193,10 +186,7 @@ pub async fn end(
 ) -> Page {
     let (_, s) = require_session(&state, &req).await?;
     check_csrf(&s, &form.csrf)?;
-    let id = active_subscription(&state, &path).await?;
-    let mut tx = state.pool.begin().await?;
-    store::transition_in(&mut tx, id, Transition::Unsubscribed, Some("ended by an operator")).await?;
-    tx.commit().await?;
-    tracing::info!(subscription_id = %id, "ended a subscription from the console");
+    let id = parse_uuid(&path, "subscription id")?;
+    operations::end_subscription(&state.pool, id).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=ended")))
 }

@@ -55,6 +55,19 @@ impl From<crate::policies::PutError> for ApiError {
     }
 }
 
+/// An operator action that could not be carried out: missing is 404, in the wrong state 409, a bad limit 400.
+impl From<crate::operations::OperationError> for ApiError {
+    fn from(e: crate::operations::OperationError) -> Self {
+        use crate::operations::OperationError as E;
+        match e {
+            E::NoSubscription(_) | E::NoDelivery(_) => Self::NotFound(e.to_string()),
+            E::NotActive { .. } | E::NotRedeliverable(_) => Self::Conflict(e.to_string()),
+            E::Limit => Self::BadRequest(e.to_string()),
+            E::Database(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

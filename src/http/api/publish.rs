@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::{
     events::{self, AppendError, Appended, NewEvent},
     topic::Topic,
@@ -110,7 +110,7 @@ pub async fn publish_json(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_publisher(&req, &body)?;
+    super::auth::require_publisher(&state.config.http, &req, &body)?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !is_json(content_type) {
         return Err(ApiError::UnsupportedMediaType(
@@ -151,7 +151,7 @@ pub async fn publish_raw(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_publisher(&req, &body)?;
+    super::auth::require_publisher(&state.config.http, &req, &body)?;
     let pairs = super::hub::decode_form(req.query_string().as_bytes()).map_err(ApiError::BadRequest)?;
     if let Some((key, _)) = pairs
         .iter()

@@ -71,14 +71,6 @@ pub async fn redeliver(
     let (_, s) = require_session(&state, &req).await?;
     check_csrf(&s, &form.csrf)?;
     let id = delivery_id(&path)?;
-    if outbox::get(&state.pool, id).await?.is_none() {
-        return Err(ConsoleError::not_found(format!("There is no delivery {id}.")));
-    }
-    if !outbox::redeliver(&state.pool, id).await? {
-        return Err(ConsoleError::conflict(format!(
-            "Delivery {id} is still pending, or it is not an event delivery: there is nothing to redeliver."
-        )));
-    }
-    tracing::info!(delivery_id = id, "redelivered from the console");
+    operations::redeliver(&state.pool, id).await?;
     Ok(see_other(&format!("/console/deliveries/{id}?done=redelivered")))
 }

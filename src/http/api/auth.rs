@@ -5,13 +5,20 @@
 //! (so a captured request cannot be replayed later). Every comparison is constant-time. WebSub subscription
 //! requests stay open, as the specification intends: verification of intent protects them.
 
-use actix_web::HttpRequest;
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web, HttpRequest, ResponseError,
+};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
-use crate::config::HttpConfig;
+use crate::{
+    config::HttpConfig,
+    http::{ApiError, AppState},
+};
 
 /// How far `X-Tidings-Timestamp` may be from the hub's clock.
 pub const SIGNATURE_TOLERANCE_SECONDS: i64 = 300;
@@ -34,6 +41,22 @@ pub fn require_admin(config: &HttpConfig, req: &HttpRequest) -> Result<(), ApiEr
     match bearer(req) {
         Some(given) if same(given, expected.expose()) => Ok(()),
         _ => Err(ApiError::Unauthorized("a valid admin token is required (Authorization: Bearer ...)".into())),
+    }
+}
+
+/// The admin check as middleware (see `admin` in [`crate::http`]): refuses a request without the admin token
+/// before its handler or any extractor runs.
+pub async fn admin_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => require_admin(&state.config.http, req.request()),
+        None => Err(ApiError::Unauthorized("the admin API is not configured".into())),
+    };
+    match allowed {
+        Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
+        Err(refused) => Ok(req.into_response(refused.error_response()).map_into_right_body()),
     }
 }
 

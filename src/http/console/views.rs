@@ -186,6 +186,8 @@ pub struct SubscriptionPage {
     pub row: SubscriptionRow,
     pub lease_seconds: String,
     pub has_secret: bool,
+    /// "50/s, bursts of 10", or "none".
+    pub rate_limit: String,
     pub created: When,
     pub updated: When,
     pub active: bool,

@@ -1,17 +1,16 @@
 //! The admin API for deliveries: search, one delivery with its attempt history, and redelivery.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::{page_limit, ApiError, AppState};
+use super::page_limit;
+use crate::http::{ApiError, AppState};
 use crate::outbox::{self, DeliveryFilter};
 
 /// `GET /deliveries?subscription_id=&event_id=&state=&kind=&since=&until=&after=&limit=`
 pub async fn list(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: Result<web::Query<DeliveryFilter>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
     let filter = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?.into_inner();
     let limit = page_limit(filter.limit)?;
     let rows = outbox::list(&state.read_pool, &filter, limit).await?;
@@ -24,12 +23,7 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /deliveries/{id}`: the delivery and every attempt.
-pub async fn show(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let delivery =
         outbox::get(&state.read_pool, id).await?.ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
@@ -38,18 +32,8 @@ pub async fn show(
 }
 
 /// `POST /deliveries/{id}/redeliver`: a finished delivery goes back in the queue with a fresh schedule.
-pub async fn redeliver(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    state.require_admin(&req)?;
+pub async fn redeliver(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    if outbox::get(&state.pool, id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no delivery {id}")));
-    }
-    if !outbox::redeliver(&state.pool, id).await? {
-        return Err(ApiError::Conflict(format!("delivery {id} is still pending or is not an event delivery")));
-    }
+    crate::operations::redeliver(&state.pool, id).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "state": "pending" })))
 }

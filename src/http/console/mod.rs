@@ -18,7 +18,7 @@ use actix_web::{
 };
 use askama::Template;
 
-use crate::api::AppState;
+use crate::http::AppState;
 
 /// Rows on one page of a list.
 pub const PAGE: i64 = 50;
@@ -74,6 +74,23 @@ pub enum ConsoleError {
 impl From<sqlx::Error> for ConsoleError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database request failed"))
+    }
+}
+
+/// An action the console offered but could not carry out, said as a sentence on the error page.
+impl From<crate::operations::OperationError> for ConsoleError {
+    fn from(e: crate::operations::OperationError) -> Self {
+        use crate::operations::OperationError as E;
+        match e {
+            E::NoSubscription(id) => Self::not_found(format!("There is no subscription {id}.")),
+            E::NotActive { id, state } => Self::conflict(format!("Subscription {id} is {state}, not active.")),
+            E::NoDelivery(id) => Self::not_found(format!("There is no delivery {id}.")),
+            E::NotRedeliverable(id) => Self::conflict(format!(
+                "Delivery {id} is still pending, or it is not an event delivery: there is nothing to redeliver."
+            )),
+            E::Limit => Self::bad_request(format!("Replay at most {} events at once.", crate::outbox::MAX_BULK)),
+            E::Database(e) => e.into(),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::AppState;
+use crate::http::AppState;
 
 /// The process is alive.
 pub async fn healthz() -> HttpResponse {

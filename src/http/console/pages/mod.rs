@@ -25,9 +25,10 @@ use super::{
     ConsoleError, PAGE,
 };
 use crate::{
-    api::AppState,
+    http::AppState,
+    operations::{self, ReplayFrom},
     outbox, spreader,
-    subscriptions::{state::Transition, store},
+    subscriptions::store,
 };
 
 type Page = Result<HttpResponse, ConsoleError>;
