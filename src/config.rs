@@ -148,6 +148,9 @@ pub struct DeliveryConfig {
     /// Longest `Retry-After` honoured, in seconds; longer values are clamped to this.
     #[arg(long, env = "TIDINGS_RETRY_AFTER_MAX_SECONDS", default_value = "3600", value_parser = parse_seconds)]
     pub retry_after_max: Duration,
+    /// How long a replaced secret still signs deliveries beside the new one (`24h`, `7d`, `0s`; at most `30d`).
+    #[arg(long, env = "TIDINGS_SECRET_GRACE", default_value = "24h", value_parser = parse_grace)]
+    pub secret_grace: Duration,
     /// How long in-flight work may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECONDS", default_value = "20", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -204,6 +207,13 @@ fn parse_interval(s: &str) -> Result<Duration, ValueError> {
     }
     Ok(d)
 }
+
+fn parse_grace(s: &str) -> Result<Duration, ValueError> {
+    Ok(crate::retry::parse_duration_within(s.trim(), MAX_SECRET_GRACE)?)
+}
+
+/// The longest grace period a replaced secret may have.
+pub const MAX_SECRET_GRACE: Duration = Duration::from_secs(30 * 86_400);
 
 fn parse_retention(s: &str) -> Result<Retention, ValueError> {
     let s = s.trim();

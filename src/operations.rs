@@ -1,5 +1,5 @@
 //! The operator's actions, written once: replaying a subscription, redelivering one delivery or a subscription's
-//! dead ones, ending a subscription and setting its rate limit. The JSON API and the console call these and map
+//! dead ones, ending a subscription and setting its rate limit, custom headers or secret. The JSON API and the console call these and map
 //! [`OperationError`] each to its own answer; neither checks a precondition itself.
 
 use chrono::{DateTime, Utc};
@@ -9,7 +9,9 @@ use uuid::Uuid;
 use crate::{
     outbox::{self, Replayed, MAX_BULK},
     subscriptions::{
+        headers::CustomHeaders,
         rate::RateLimit,
+        request::HubSecret,
         state::{State, Transition},
         store::{self, Subscription},
     },
@@ -103,5 +105,28 @@ pub async fn end_subscription(pool: &PgPool, id: Uuid) -> Result<Subscription, O
 pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Result<Subscription, OperationError> {
     let updated = store::set_rate(pool, id, rate).await?.ok_or(OperationError::NoSubscription(id))?;
     tracing::info!(subscription_id = %id, ?rate, "set a rate limit");
+    Ok(updated)
+}
+
+/// Replaces a subscription's custom headers (empty clears them), whatever its state.
+#[tracing::instrument(skip(pool, headers))]
+pub async fn set_headers(pool: &PgPool, id: Uuid, headers: &CustomHeaders) -> Result<Subscription, OperationError> {
+    let updated = store::set_headers(pool, id, headers).await?.ok_or(OperationError::NoSubscription(id))?;
+    let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+    tracing::info!(subscription_id = %id, ?names, "set custom headers");
+    Ok(updated)
+}
+
+/// Replaces a subscription's secret (none: deliveries are no longer signed); the replaced one keeps signing beside
+/// it for `grace`.
+#[tracing::instrument(skip(pool, secret))]
+pub async fn set_secret(
+    pool: &PgPool,
+    id: Uuid,
+    secret: Option<&HubSecret>,
+    grace: std::time::Duration,
+) -> Result<Subscription, OperationError> {
+    let updated = store::set_secret(pool, id, secret, grace).await?.ok_or(OperationError::NoSubscription(id))?;
+    tracing::info!(subscription_id = %id, signed = secret.is_some(), ?grace, "set a secret");
     Ok(updated)
 }

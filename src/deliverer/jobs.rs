@@ -2,6 +2,7 @@
 //! happens next. No transaction or lock is held while the subscriber is called.
 
 use std::{
+    borrow::Cow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,6 +32,8 @@ pub struct Context<T> {
     pub hub_url: Url,
     pub schedule: RetrySchedule,
     pub retry_after_max: Duration,
+    /// How long a replaced secret still signs (applied when a subscribe with a new `hub.secret` is verified).
+    pub secret_grace: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -144,15 +147,25 @@ async fn deliver<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
     };
     let msg_id = event_id.to_string();
     let timestamp = Utc::now().timestamp();
-    let mut headers = vec![
-        ("content-type", content_type.to_owned()),
-        ("link", format!("<{}>; rel=\"hub\", <{}>; rel=\"self\"", ctx.hub_url, topic)),
-        ("webhook-id", msg_id.clone()),
-        ("webhook-timestamp", timestamp.to_string()),
-    ];
+    // The store refuses the hub's own names as custom headers, so none of these repeats or replaces one of them.
+    let mut headers: Vec<(Cow<'static, str>, String)> =
+        job.headers.iter().map(|(name, value)| (Cow::Owned(name.clone()), value.clone())).collect();
+    headers.extend([
+        ("content-type".into(), content_type.to_owned()),
+        ("link".into(), format!("<{}>; rel=\"hub\", <{}>; rel=\"self\"", ctx.hub_url, topic)),
+        ("webhook-id".into(), msg_id.clone()),
+        ("webhook-timestamp".into(), timestamp.to_string()),
+    ]);
     if let Some(secret) = job.secret.as_deref() {
-        headers.push(("x-hub-signature", signature::hub_signature(secret, body)));
-        headers.push(("webhook-signature", signature::standard_webhooks_signature(secret, &msg_id, timestamp, body)));
+        headers.push(("x-hub-signature".into(), signature::hub_signature(secret, body)));
+        // During a rotation's grace period the replaced secret signs too: Standard Webhooks verifiers accept any of
+        // the space-separated signatures, so a subscriber can switch secrets at its own moment.
+        let mut signatures = signature::standard_webhooks_signature(secret, &msg_id, timestamp, body);
+        if let Some(previous) = job.previous_secret.as_deref() {
+            signatures.push(' ');
+            signatures.push_str(&signature::standard_webhooks_signature(previous, &msg_id, timestamp, body));
+        }
+        headers.push(("webhook-signature".into(), signatures));
     }
     let sent = send(ctx, Request { method: Method::Post, url, headers, body: body.to_vec() }).await;
     let (next, label, error) = match &sent.result {
@@ -195,7 +208,7 @@ async fn verify<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
     let confirmed = matches!(&sent.result, Ok(r) if (200..300).contains(&r.status) && r.body == challenge.as_bytes());
     let refused = matches!(&sent.result, Ok(r) if r.status < 500 && r.status != 429);
     let (next, label, error) = if confirmed {
-        match store::apply_verified(&ctx.pool, request.id).await {
+        match store::apply_verified(&ctx.pool, request.id, ctx.secret_grace).await {
             Ok(_) => (Next::Delivered, "verified", None),
             Err(e) => {
                 tracing::error!(error = %e, "could not apply a verified request");

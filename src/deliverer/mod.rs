@@ -62,6 +62,7 @@ impl<T: Transport> Deliverer<T> {
             hub_url,
             schedule: config.retry_schedule.clone(),
             retry_after_max: config.retry_after_max,
+            secret_grace: config.secret_grace,
             metrics: Metrics::new(),
         };
         let limits = Limits::new(config.concurrency as usize, config.host_concurrency as usize, lease_for(&config));

@@ -1,7 +1,7 @@
 //! The transport seam: how one request reaches a subscriber. Claiming, retries and attempt records never look
 //! past this trait, so another channel can be added beside HTTP without touching them.
 
-use std::{future::Future, time::Duration};
+use std::{borrow::Cow, future::Future, time::Duration};
 
 use futures_util::StreamExt;
 use url::Url;
@@ -23,7 +23,8 @@ pub enum Method {
 pub struct Request {
     pub method: Method,
     pub url: Url,
-    pub headers: Vec<(&'static str, String)>,
+    /// The hub's own names are static; a subscription's custom headers are not.
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Vec<u8>,
 }
 
@@ -79,7 +80,7 @@ impl Transport for HttpTransport {
             Method::Get => self.client.get(request.url),
             Method::Post => self.client.post(request.url).body(request.body),
         };
-        let builder = request.headers.into_iter().fold(builder, |b, (name, value)| b.header(name, value));
+        let builder = request.headers.into_iter().fold(builder, |b, (name, value)| b.header(name.as_ref(), value));
         let response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let retry_after =

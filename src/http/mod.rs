@@ -115,6 +115,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(admin(put().to(operations::set_rate)))
                 .route(admin(delete().to(operations::remove_rate))),
         )
+        .service(resource("/subscriptions/{id}/secret").route(admin(put().to(operations::set_secret))))
+        .service(
+            resource("/subscriptions/{id}/headers")
+                .route(admin(put().to(operations::set_headers)))
+                .route(admin(delete().to(operations::remove_headers))),
+        )
         .service(resource("/groups/{group_id}/progress").route(admin(get().to(operations::group_progress))))
         .service(resource("/stats").route(admin(get().to(operations::stats))))
         .service(

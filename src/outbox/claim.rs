@@ -45,6 +45,10 @@ pub struct Job {
     pub subscription_state: State,
     pub expires_at: Option<DateTime<Utc>>,
     pub secret: Option<String>,
+    /// The secret `secret` replaced, while its grace period lasts: deliveries are signed under both.
+    pub previous_secret: Option<String>,
+    /// The subscription's custom headers, as the subscriptions store validated them.
+    pub headers: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     pub event_position: Option<i64>,
     pub event_id: Option<Uuid>,
     pub event_topic: Option<String>,
@@ -128,7 +132,9 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         SELECT *, false AS throttled FROM claimed UNION ALL SELECT *, true FROM throttled
     )
     SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
-           s.state AS subscription_state, s.expires_at, s.secret, c.event_position,
+           s.state AS subscription_state, s.expires_at, s.secret,
+           CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous_secret, s.headers,
+           c.event_position,
            e.id AS event_id, e.topic AS event_topic, e.content_type, e.body, c.throttled
     FROM taken c JOIN subscriptions s ON s.id = c.subscription_id
          LEFT JOIN events e ON NOT c.throttled AND e.position = c.event_position AND e.published_at = c.logged_at

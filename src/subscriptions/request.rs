@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use super::rate::{RateError, RateLimit};
+use super::{
+    headers::{CustomHeaders, HeaderError},
+    rate::{RateError, RateLimit},
+};
 use crate::{callback::CallbackUrl, config::HubConfig, topic::Topic};
 
 /// `hub.secret` must be shorter than this many bytes (WebSub 5.1).
@@ -83,6 +86,8 @@ pub enum RequestError {
     Secret(String),
     #[error("hub.x-rate: {0}")]
     Rate(#[from] RateError),
+    #[error("hub.x-header: {0}")]
+    Header(#[from] HeaderError),
 }
 
 /// A subscriber's HMAC secret; never printed.
@@ -143,11 +148,19 @@ pub struct SubscriptionRequest {
     pub secret: Option<HubSecret>,
     /// The optional rate limit (`hub.x-rate`, `hub.x-rate-burst`) a subscribe asks for; none means unlimited.
     pub rate: Option<RateLimit>,
+    /// The custom headers (`hub.x-header`) a subscribe asks for; none keeps the current ones.
+    pub headers: Option<CustomHeaders>,
 }
 
 impl SubscriptionRequest {
-    /// Builds a request from the form's values; `get` returns a parameter's single value.
-    pub fn parse(mode: Mode, get: impl Fn(&str) -> Option<String>, leases: &LeasePolicy) -> Result<Self, RequestError> {
+    /// Builds a request from the form's values; `get` returns a parameter's single value, `headers` the values of
+    /// every `hub.x-header`.
+    pub fn parse<'a>(
+        mode: Mode,
+        get: impl Fn(&str) -> Option<String>,
+        headers: impl IntoIterator<Item = &'a str>,
+        leases: &LeasePolicy,
+    ) -> Result<Self, RequestError> {
         let callback = get("hub.callback").ok_or(RequestError::Missing("hub.callback"))?;
         let callback = CallbackUrl::parse(&callback).map_err(|e| RequestError::Callback(e.to_string()))?;
         let topic = get("hub.topic").ok_or(RequestError::Missing("hub.topic"))?;
@@ -164,7 +177,11 @@ impl SubscriptionRequest {
             Mode::Subscribe => RateLimit::parse(get("hub.x-rate").as_deref(), get("hub.x-rate-burst").as_deref())?,
             Mode::Unsubscribe => None,
         };
-        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret, rate })
+        let headers = match mode {
+            Mode::Subscribe => CustomHeaders::parse_form(headers)?,
+            Mode::Unsubscribe => None,
+        };
+        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret, rate, headers })
     }
 }
 
@@ -210,7 +227,7 @@ mod tests {
     #[test]
     fn a_valid_subscribe_request_parses() {
         let pairs = [("hub.callback", "http://example.com/cb?x=1"), ("hub.topic", "a.b"), ("hub.lease_seconds", "60")];
-        let r = SubscriptionRequest::parse(Mode::Subscribe, form(&pairs), &LEASES).unwrap();
+        let r = SubscriptionRequest::parse(Mode::Subscribe, form(&pairs), [], &LEASES).unwrap();
         assert_eq!(r.lease_seconds, 3_600);
         assert_eq!(r.callback.as_str(), "http://example.com/cb?x=1");
     }
@@ -218,22 +235,22 @@ mod tests {
     #[test]
     fn missing_or_bad_parameters_name_the_parameter() {
         let no_callback = [("hub.topic", "a")];
-        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&no_callback), &LEASES)
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&no_callback), [], &LEASES)
             .unwrap_err()
             .to_string()
             .contains("hub.callback"));
         let bad_lease = [("hub.callback", "http://e.com/"), ("hub.topic", "a"), ("hub.lease_seconds", "-5")];
-        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_lease), &LEASES)
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_lease), [], &LEASES)
             .unwrap_err()
             .to_string()
             .contains("lease"));
         let bad_rate = [("hub.callback", "http://e.com/"), ("hub.topic", "a"), ("hub.x-rate", "0")];
-        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_rate), &LEASES)
+        assert!(SubscriptionRequest::parse(Mode::Subscribe, form(&bad_rate), [], &LEASES)
             .unwrap_err()
             .to_string()
             .starts_with("hub.x-rate: "));
         let no_topic = [("hub.callback", "http://e.com/")];
-        assert!(SubscriptionRequest::parse(Mode::Unsubscribe, form(&no_topic), &LEASES)
+        assert!(SubscriptionRequest::parse(Mode::Unsubscribe, form(&no_topic), [], &LEASES)
             .unwrap_err()
             .to_string()
             .contains("hub.topic"));

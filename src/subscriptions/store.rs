@@ -2,14 +2,17 @@
 //! asks the state machine, updates the row and appends the change to the event log in the caller's transaction.
 //! These transactions commit durably (synchronous commit): a verified subscription change is never lost.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
+    headers::CustomHeaders,
     rate::RateLimit,
-    request::{Mode, RequestMode, RequestState, SubscriptionRequest},
+    request::{HubSecret, Mode, RequestMode, RequestState, SubscriptionRequest},
     state::{self, State, Transition},
 };
 use crate::{
@@ -28,16 +31,21 @@ pub struct Subscription {
     pub lease_seconds: Option<i32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub has_secret: bool,
+    /// Until when the secret this one replaced still signs deliveries (none when no rotation is in its grace).
+    pub previous_secret_until: Option<DateTime<Utc>>,
     /// Deliveries a second at most, and the burst (both or neither).
     pub rate_per_second: Option<f64>,
     pub rate_burst: Option<i32>,
+    /// Sent with every delivery; shown to the admin API only, like the rest of a subscription.
+    pub headers: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
-    "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, rate_per_second, \
-     rate_burst, created_at, updated_at";
+    "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, \
+     CASE WHEN previous_secret_until > now() THEN previous_secret_until END AS previous_secret_until, rate_per_second, \
+     rate_burst, headers, created_at, updated_at";
 
 /// What happened to a submitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +94,8 @@ pub async fn submit(
     let mode = if denial.is_some() { RequestMode::Denied } else { RequestMode::from(request.mode) };
     sqlx::query(
         "INSERT INTO subscription_requests
-             (id, subscription_id, mode, lease_seconds, secret, reason, rate_per_second, rate_burst)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (id, subscription_id, mode, lease_seconds, secret, reason, rate_per_second, rate_burst, headers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(request_id)
     .bind(subscription_id)
@@ -97,6 +105,7 @@ pub async fn submit(
     .bind(denial)
     .bind(request.rate.map(|r| r.per_second()))
     .bind(request.rate.map(|r| r.burst()))
+    .bind(request.headers.as_ref().map(sqlx::types::Json))
     .execute(&mut *tx)
     .await?;
     if let Some(reason) = denial {
@@ -201,7 +210,7 @@ pub async fn load_request(pool: &PgPool, request_id: Uuid) -> Result<Option<Pend
 /// Applies a request whose verification of intent succeeded. A request older than one already verified for the
 /// same subscription is marked superseded instead, so late answers never roll a subscription back.
 #[tracing::instrument(skip(pool))]
-pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<State>, sqlx::Error> {
+pub async fn apply_verified(pool: &PgPool, request_id: Uuid, grace: Duration) -> Result<Option<State>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let Some((subscription_id, mode, created_at, req_state)): Option<(Uuid, RequestMode, DateTime<Utc>, RequestState)> =
         sqlx::query_as(
@@ -229,13 +238,16 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid) -> Result<Option<St
         finish_request(&mut tx, request_id, RequestState::Superseded, None).await?;
         None
     } else if mode == RequestMode::Subscribe {
-        sqlx::query(
-            "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, secret = r.secret,
+        sqlx::query(&format!(
+            "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, {},
                     rate_per_second = coalesce(r.rate_per_second, s.rate_per_second),
-                    rate_burst = coalesce(r.rate_burst, s.rate_burst), expires_at = now() + make_interval(secs => r.lease_seconds)
+                    rate_burst = coalesce(r.rate_burst, s.rate_burst), headers = coalesce(r.headers, s.headers),
+                    expires_at = now() + make_interval(secs => r.lease_seconds)
              FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id",
-        )
+            rotate_secret_to("r.secret")
+        ))
         .bind(request_id)
+        .bind(grace.as_secs_f64())
         .execute(&mut *tx)
         .await?;
         let to = transition_in(&mut tx, subscription_id, state::on_subscribe_verified(current), None).await?;
@@ -349,6 +361,58 @@ pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Resul
         outbox::wake(pool).await;
     }
     Ok(updated)
+}
+
+/// The assignments that replace the subscription's secret with `new` (an SQL expression; the grace period is
+/// `$2` seconds): the secret replaced keeps signing until the grace ends, unless the new one is the same (nothing
+/// changes) or none (nothing is signed any more).
+fn rotate_secret_to(new: &str) -> String {
+    format!(
+        "previous_secret = CASE WHEN {new} IS NULL THEN NULL
+                                WHEN s.secret IS NOT DISTINCT FROM {new} THEN s.previous_secret
+                                WHEN s.secret IS NOT NULL AND $2 > 0 THEN s.secret END,
+         previous_secret_until = CASE WHEN {new} IS NULL THEN NULL
+                                      WHEN s.secret IS NOT DISTINCT FROM {new} THEN s.previous_secret_until
+                                      WHEN s.secret IS NOT NULL AND $2 > 0 THEN now() + make_interval(secs => $2) END,
+         secret = {new}"
+    )
+}
+
+/// Replaces a subscription's secret (none: deliveries are no longer signed); the secret it replaces keeps signing
+/// beside it for `grace`. None when there is no such subscription.
+#[tracing::instrument(skip(pool, secret))]
+pub async fn set_secret(
+    pool: &PgPool,
+    id: Uuid,
+    secret: Option<&HubSecret>,
+    grace: Duration,
+) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE subscriptions s SET {}, updated_at = now() WHERE s.id = $1 RETURNING {SUBSCRIPTION_COLUMNS}",
+        rotate_secret_to("$3::text")
+    ))
+    .bind(id)
+    .bind(grace.as_secs_f64())
+    .bind(secret.map(HubSecret::expose))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Replaces a subscription's custom headers (none clears them); None when there is no such subscription. Jobs
+/// read them at their claim, so the next delivery carries the new set.
+#[tracing::instrument(skip(pool, headers))]
+pub async fn set_headers(
+    pool: &PgPool,
+    id: Uuid,
+    headers: &CustomHeaders,
+) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE subscriptions SET headers = $2, updated_at = now() WHERE id = $1 RETURNING {SUBSCRIPTION_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(sqlx::types::Json(headers))
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::Error> {

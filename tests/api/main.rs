@@ -2,6 +2,7 @@
 
 mod console;
 mod delivery;
+mod headers;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;
 mod hostile;
@@ -15,6 +16,7 @@ mod read_replica;
 #[allow(dead_code)]
 mod receiver;
 mod retention;
+mod secrets;
 #[allow(dead_code)]
 mod spreader;
 mod subscriptions;

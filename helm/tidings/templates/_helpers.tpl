@@ -145,6 +145,7 @@ TIDINGS_DELIVERY_CONCURRENCY: {{ $c.delivery.concurrency | int64 | toString | qu
 TIDINGS_DELIVERY_HOST_CONCURRENCY: {{ $c.delivery.hostConcurrency | int64 | toString | quote }}
 TIDINGS_DELIVERY_BATCH: {{ $c.delivery.batch | int64 | toString | quote }}
 TIDINGS_RETRY_AFTER_MAX_SECONDS: {{ $c.delivery.retryAfterMaxSeconds | toString | quote }}
+TIDINGS_SECRET_GRACE: {{ $c.delivery.secretGrace | quote }}
 TIDINGS_SPREAD_BATCH: {{ $c.spreadBatch | int64 | toString | quote }}
 TIDINGS_SPREAD_BATCH_JOBS: {{ $c.spreadBatchJobs | int64 | toString | quote }}
 TIDINGS_PARTITION_INTERVAL: {{ $c.partitionInterval | quote }}

@@ -1,5 +1,5 @@
 //! The operations side of the admin API: group progress, statistics, replay and bulk redelivery, ending a
-//! subscription, its rate limit, and topic policies. The actions themselves are [`crate::operations`].
+//! subscription, its rate limit, custom headers and secret, and topic policies. The actions themselves are [`crate::operations`].
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
@@ -8,10 +8,11 @@ use uuid::Uuid;
 
 use crate::http::{ApiError, AppState};
 use crate::{
+    config::MAX_SECRET_GRACE,
     operations::{self, ReplayFrom},
     policies::{self, Policy},
     stats,
-    subscriptions::rate::RateLimit,
+    subscriptions::{headers::CustomHeaders, rate::RateLimit, request::HubSecret},
 };
 
 fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
@@ -123,6 +124,58 @@ pub async fn set_rate(
 pub async fn remove_rate(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = subscription_id(&path)?;
     Ok(HttpResponse::Ok().json(operations::set_rate(&state.pool, id, None).await?))
+}
+
+/// `PUT /subscriptions/{id}/headers`: replaces the subscription's custom headers with a JSON object of name to
+/// value.
+pub async fn set_headers(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    let headers: CustomHeaders =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    Ok(HttpResponse::Ok().json(operations::set_headers(&state.pool, id, &headers).await?))
+}
+
+/// `DELETE /subscriptions/{id}/headers`: removes the subscription's custom headers.
+pub async fn remove_headers(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    Ok(HttpResponse::Ok().json(operations::set_headers(&state.pool, id, &CustomHeaders::default()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    secret: Option<String>,
+    grace_seconds: Option<u64>,
+}
+
+/// `PUT /subscriptions/{id}/secret`: replaces the subscription's secret; the replaced one keeps signing beside it
+/// for `grace_seconds` (default `TIDINGS_SECRET_GRACE`).
+pub async fn set_secret(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    let body: SecretBody = serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let secret = match body.secret.as_deref() {
+        Some(raw) => HubSecret::parse(raw).map_err(|e| ApiError::bad_request(format!("secret: {e}")))?,
+        None => None,
+    };
+    let grace = match body.grace_seconds {
+        None => state.config.delivery.secret_grace,
+        Some(s) if s <= MAX_SECRET_GRACE.as_secs() => std::time::Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "grace_seconds: at most {} (30 days)",
+                MAX_SECRET_GRACE.as_secs()
+            )))
+        }
+    };
+    Ok(HttpResponse::Ok().json(operations::set_secret(&state.pool, id, secret.as_ref(), grace).await?))
 }
 
 /// `GET /policies`

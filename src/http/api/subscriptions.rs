@@ -30,7 +30,7 @@ pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpRe
         }
     }
     let leases = LeasePolicy::from_config(&state.config.hub);
-    let request = SubscriptionRequest::parse(mode, |k| values.get(k).cloned(), &leases)
+    let request = SubscriptionRequest::parse(mode, |k| values.get(k).cloned(), form.all(&["hub.x-header"]), &leases)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // A callback the hub may not call is refused outright: not even a denial notice is sent to it.
     callback::check_destination(request.callback.as_url(), state.config.hub.callback_allow_private)

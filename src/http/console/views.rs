@@ -186,8 +186,13 @@ pub struct SubscriptionPage {
     pub row: SubscriptionRow,
     pub lease_seconds: String,
     pub has_secret: bool,
+    /// While a rotation's grace period lasts.
+    pub previous_secret_until: Option<When>,
     /// "50/s, bursts of 10", or "none".
     pub rate_limit: String,
+    /// The custom headers' names ("X-Tenant, Authorization"), or "none"; values may be credentials, so the
+    /// console never shows them.
+    pub custom_headers: String,
     pub created: When,
     pub updated: When,
     pub active: bool,

@@ -120,10 +120,16 @@ pub async fn subscription(
         row: subscription_row(&sub, health.first()),
         lease_seconds: sub.lease_seconds.map(|l| format!("{l} s")).unwrap_or_else(|| "—".into()),
         has_secret: sub.has_secret,
+        previous_secret_until: sub.previous_secret_until.map(Into::into),
         rate_limit: match (sub.rate_per_second, sub.rate_burst) {
             (Some(rate), Some(burst)) if burst > 1 => format!("{rate}/s, bursts of {burst}"),
             (Some(rate), _) => format!("{rate}/s"),
             _ => "none".to_owned(),
+        },
+        custom_headers: if sub.headers.is_empty() {
+            "none".to_owned()
+        } else {
+            sub.headers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
         },
         created: sub.created_at.into(),
         updated: sub.updated_at.into(),
