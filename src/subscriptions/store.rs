@@ -239,12 +239,11 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid, grace: Duration) ->
         None
     } else if mode == RequestMode::Subscribe {
         sqlx::query(&format!(
-            "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, {},
+            "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, {ROTATE_SECRET_TO_REQUESTED},
                     rate_per_second = coalesce(r.rate_per_second, s.rate_per_second),
                     rate_burst = coalesce(r.rate_burst, s.rate_burst), headers = coalesce(r.headers, s.headers),
                     expires_at = now() + make_interval(secs => r.lease_seconds)
-             FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id",
-            rotate_secret_to("r.secret")
+             FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id"
         ))
         .bind(request_id)
         .bind(grace.as_secs_f64())
@@ -363,20 +362,36 @@ pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Resul
     Ok(updated)
 }
 
-/// The assignments that replace the subscription's secret with `new` (an SQL expression; the grace period is
-/// `$2` seconds): the secret replaced keeps signing until the grace ends, unless the new one is the same (nothing
-/// changes) or none (nothing is signed any more).
-fn rotate_secret_to(new: &str) -> String {
-    format!(
-        "previous_secret = CASE WHEN {new} IS NULL THEN NULL
-                                WHEN s.secret IS NOT DISTINCT FROM {new} THEN s.previous_secret
-                                WHEN s.secret IS NOT NULL AND $2 > 0 THEN s.secret END,
-         previous_secret_until = CASE WHEN {new} IS NULL THEN NULL
-                                      WHEN s.secret IS NOT DISTINCT FROM {new} THEN s.previous_secret_until
-                                      WHEN s.secret IS NOT NULL AND $2 > 0 THEN now() + make_interval(secs => $2) END,
-         secret = {new}"
-    )
+/// The assignments that replace the subscription's secret with `$new` (an SQL expression; the table is `s`, the
+/// grace period `$2` seconds): the secret replaced keeps signing until the grace ends, unless the new one is the
+/// same (nothing changes) or none (nothing is signed any more).
+macro_rules! rotate_secret_to {
+    ($new:literal) => {
+        concat!(
+            "previous_secret = CASE WHEN ",
+            $new,
+            " IS NULL THEN NULL
+                                    WHEN s.secret IS NOT DISTINCT FROM ",
+            $new,
+            " THEN s.previous_secret
+                                    WHEN s.secret IS NOT NULL AND $2 > 0 THEN s.secret END,
+             previous_secret_until = CASE WHEN ",
+            $new,
+            " IS NULL THEN NULL
+                                          WHEN s.secret IS NOT DISTINCT FROM ",
+            $new,
+            " THEN s.previous_secret_until
+                                          WHEN s.secret IS NOT NULL AND $2 > 0
+                                              THEN now() + make_interval(secs => $2) END,
+             secret = ",
+            $new
+        )
+    };
 }
+/// To the secret of the verified request `r`.
+const ROTATE_SECRET_TO_REQUESTED: &str = rotate_secret_to!("r.secret");
+/// To the secret bound as `$3`.
+const ROTATE_SECRET_TO_GIVEN: &str = rotate_secret_to!("$3::text");
 
 /// Replaces a subscription's secret (none: deliveries are no longer signed); the secret it replaces keeps signing
 /// beside it for `grace`. None when there is no such subscription.
@@ -388,8 +403,8 @@ pub async fn set_secret(
     grace: Duration,
 ) -> Result<Option<Subscription>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "UPDATE subscriptions s SET {}, updated_at = now() WHERE s.id = $1 RETURNING {SUBSCRIPTION_COLUMNS}",
-        rotate_secret_to("$3::text")
+        "UPDATE subscriptions s SET {ROTATE_SECRET_TO_GIVEN}, updated_at = now() WHERE s.id = $1
+         RETURNING {SUBSCRIPTION_COLUMNS}"
     ))
     .bind(id)
     .bind(grace.as_secs_f64())
