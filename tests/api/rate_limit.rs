@@ -58,8 +58,10 @@ async fn a_rate_limited_subscription_is_never_sent_faster_than_its_limit_by_two_
     tokio::time::sleep_until((first + Duration::from_secs(10)).into()).await;
     let at: Vec<Instant> = limited.deliveries().iter().map(|d| d.at).collect();
     let in_ten = at.iter().filter(|t| t.duration_since(first) < Duration::from_secs(10)).count();
-    // 20 a second after a burst of 2: at most 201 in the first ten seconds, and not much fewer.
-    assert!((185..=202).contains(&in_ten), "{in_ten} deliveries in 10 s at 20/s");
+    // 20 a second after a burst of 2: at most 202 sent in any ten seconds, and not much fewer. Counted on
+    // arrival, the window starts when the first delivery arrived: one that arrived late (a loaded machine) lets
+    // the window take in deliveries sent on time after it, so 200 ms of lag (4 deliveries) is allowed for.
+    assert!((185..=206).contains(&in_ten), "{in_ten} deliveries in 10 s at 20/s");
     assert!(busiest(&at, Duration::from_secs(1)) <= 22 + 2, "a second held {}", busiest(&at, Duration::from_secs(1)));
 
     eventually(Duration::from_secs(15), "every limited delivery", || async {
