@@ -24,6 +24,21 @@ pub async fn wake(pool: &PgPool) {
     crate::wakeup::notify(pool, EVENTS_CHANNEL).await;
 }
 
+/// The SQL that appends content events the hub writes itself inside another statement of its own (operational
+/// events): `$select` yields (topic, content type, body, tags, group id). Their ids are random (`gen_random_uuid`),
+/// never a publisher's, so they need no [`ID_CHECK_LOCK`]. Returns one row per event appended.
+macro_rules! append_generated {
+    ($($select:expr),+ $(,)?) => {
+        concat!(
+            "INSERT INTO events (id, kind, topic, content_type, body, tags, group_id) ",
+            "SELECT gen_random_uuid(), 'content', g.topic, g.content_type, g.body, g.tags, g.group_id FROM (",
+            $($select),+,
+            ") AS g(topic, content_type, body, tags, group_id) RETURNING 1"
+        )
+    };
+}
+pub(crate) use append_generated;
+
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_BYTES: usize = 128;
 pub const MAX_GROUP_ID_BYTES: usize = 256;

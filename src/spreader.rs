@@ -38,10 +38,13 @@ use crate::{
     events::EVENTS_CHANNEL,
     metrics::Metrics,
     outbox::{enqueue_deliveries, wake_if_any, OUTBOX_CHANNEL},
+    topic::is_reserved,
     wakeup::Wakeup,
 };
 
 /// Which active subscriptions receive an event on topic `$topic`: the one rule shared by spreading and dry runs.
+/// The match-all pattern (prefix `''`) does not reach the hub's own topics ([`crate::topic::RESERVED_PREFIX`]);
+/// every other pattern that matches a reserved topic is itself reserved.
 macro_rules! matching_subscriptions {
     ($topic:literal) => {
         concat!(
@@ -50,7 +53,9 @@ macro_rules! matching_subscriptions {
             " UNION ALL SELECT s.id FROM subscriptions s WHERE s.state = 'active' AND s.expires_at > now() AND s.pattern_prefix IS NOT NULL",
             " AND s.pattern_prefix = ANY(tidings_pattern_prefixes(",
             $topic,
-            "))"
+            ")) AND (s.pattern_prefix <> '' OR NOT ",
+            is_reserved!($topic),
+            ")"
         )
     };
 }

@@ -17,6 +17,20 @@ use std::fmt;
 
 pub const MAX_TOPIC_BYTES: usize = 1024;
 
+/// Topics starting with this prefix (compared case-insensitively) are the hub's own: Tidings publishes its
+/// operational events there (`tidings.subscription.disabled`, `tidings.delivery.dead`, ...). Nobody can publish
+/// to them, subscribing to them needs the admin token (their events name other subscribers' callbacks), and an
+/// event on one reaches only subscriptions whose own topic is reserved: a `*` subscription never sees them.
+pub const RESERVED_PREFIX: &str = "tidings.";
+
+/// The SQL test for "`$topic` is reserved" (see [`RESERVED_PREFIX`]).
+macro_rules! is_reserved {
+    ($topic:literal) => {
+        concat!("(lower(left(", $topic, ", 8)) = 'tidings.')")
+    };
+}
+pub(crate) use is_reserved;
+
 /// A validated topic (exact or pattern).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Topic(String);
@@ -55,6 +69,14 @@ impl Topic {
             return Some(String::new());
         }
         self.0.strip_suffix('*').filter(|p| p.ends_with('.')).map(str::to_lowercase)
+    }
+
+    /// Whether this topic (or pattern) is one of the hub's own ([`RESERVED_PREFIX`]).
+    pub fn is_reserved(&self) -> bool {
+        self.0
+            .as_bytes()
+            .get(..RESERVED_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
     }
 
     pub fn is_pattern(&self) -> bool {
@@ -161,6 +183,16 @@ mod tests {
     fn a_star_inside_a_topic_is_not_a_pattern() {
         assert!(!t("a*").is_pattern());
         assert!(!t("a.*.b").is_pattern());
+    }
+
+    #[test]
+    fn the_hubs_own_topics_are_recognised_whatever_their_case() {
+        assert!(t("tidings.delivery.dead").is_reserved());
+        assert!(t("Tidings.subscription.*").is_reserved());
+        assert!(!t("tidings").is_reserved());
+        assert!(!t("*").is_reserved());
+        assert!(!t("https://tidings.example/feed").is_reserved());
+        assert!(!t("tidingsé.x").is_reserved());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! statement uses to write delivery jobs), claiming, recording outcomes, resetting ended jobs, and reading.
 //!
 //! Wake-ups: [`wake`] sends the NOTIFY after the caller's durable commit returned, never inside it, because a
-//! NOTIFY holds a server-wide lock through its transaction's commit (see [`crate::wakeup::notify`]). The one
-//! exception is the spreader's statement, which commits with `synchronous_commit = off` and so holds that lock
-//! only for microseconds ([`wake_if_any!`]).
+//! NOTIFY holds a server-wide lock through its transaction's commit (see [`crate::wakeup::notify`]). The
+//! exceptions are the spreader's statement and the record statement (which wakes the spreaders for dead-delivery
+//! notices): both commit with `synchronous_commit = off` and so hold that lock only for microseconds
+//! ([`wake_if_any!`]).
 
 use sqlx::PgPool;
 
@@ -26,7 +27,7 @@ macro_rules! enqueue_deliveries {
 }
 pub(crate) use enqueue_deliveries;
 
-/// A wake-up inside a statement: notifies `$channel` (a bind parameter holding [`OUTBOX_CHANNEL`]) when the CTE
+/// A wake-up inside a statement: notifies `$channel` (a bind parameter holding the channel, [`OUTBOX_CHANNEL`] or the spreaders') when the CTE
 /// `$jobs` returned any row. Only for statements committed with `synchronous_commit = off`.
 macro_rules! wake_if_any {
     ($jobs:literal, $channel:literal) => {

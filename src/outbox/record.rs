@@ -1,12 +1,18 @@
 //! Recording what happened to claimed jobs: their next state and one `delivery_attempts` row per HTTP attempt,
 //! in one statement committed with `synchronous_commit = off` (a lost record means the job is attempted again,
-//! at-least-once, never lost).
+//! at-least-once, never lost). A delivery that goes dead while its subscription is active is also published on
+//! `tidings.delivery.dead` in the same statement, so the notice exists exactly when the dead state does; a
+//! delivery of an event on a reserved topic never is, so an operator's failing alert callback cannot feed itself.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::time::Duration;
 
 use super::{Job, JobState};
+use crate::{
+    events::{append_generated, EVENTS_CHANNEL},
+    topic::is_reserved,
+};
 
 /// The new state of a job after an attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +56,15 @@ impl Job {
     }
 }
 
-/// Outcomes: new job states (`$1`–`$5`, `$15`), released jobs (`$6`, `$16`) and attempt rows (`$7`–`$14`, `$17`).
+/// Outcomes: new job states (`$1`–`$5`, `$15`), released jobs (`$6`, `$16`) and attempt rows (`$7`–`$14`, `$17`);
+/// `$18` is the spreaders' channel, notified when a dead delivery was published.
 ///
 /// Each job is found by its key, and only while unfinished (`finished_at IS NULL`, which is what `state =
 /// 'pending'` means: every write sets the two together). Written as the state, the check matched the partial index
 /// of pending jobs, and the planner could take that index to find a job by id (its second column: the whole index
 /// read per job) — cheap while few jobs wait, ruinous under a backlog.
-pub const RECORD_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+pub const RECORD_SQL: &str = concat!(
+    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
     finished AS (
         UPDATE outbox o SET state = t.state, leased_until = NULL, last_status = t.status, last_error = t.error,
                due_at = CASE WHEN t.delay IS NULL THEN o.due_at ELSE now() + make_interval(secs => t.delay) END,
@@ -64,8 +72,25 @@ pub const RECORD_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_co
         FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::int[], $5::text[], $15::timestamptz[])
              AS t(id, state, delay, status, error, logged_at)
         WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.finished_at IS NULL
-        RETURNING 1
-    ), released AS (
+        RETURNING o.id, o.kind, o.state, o.subscription_id, o.event_position, o.logged_at, o.attempts,
+                  o.last_status, o.last_error
+    ), dead_notices AS (",
+    append_generated!(
+        "SELECT 'tidings.delivery.dead', 'application/json',
+                convert_to(jsonb_build_object(
+                    'delivery_id', f.id, 'subscription_id', s.id, 'topic', s.topic, 'callback', s.callback,
+                    'event_id', e.id, 'event_topic', e.topic, 'event_position', e.position,
+                    'attempts', f.attempts, 'last_status', f.last_status, 'last_error', f.last_error)::text, 'UTF8'),
+                ARRAY['delivery.dead'], s.id::text
+         FROM finished f
+         JOIN subscriptions s ON s.id = f.subscription_id
+         JOIN events e ON e.position = f.event_position AND e.published_at = f.logged_at
+         WHERE f.state = 'dead' AND f.kind = 'deliver' AND s.state = 'active' AND NOT ",
+        is_reserved!("e.topic")
+    ),
+    "), woken AS (",
+    wake_if_any!("dead_notices", "$18"),
+    "), released AS (
         UPDATE outbox o SET due_at = now(), leased_until = NULL, attempts = o.attempts - 1
         FROM unnest($6::bigint[], $16::timestamptz[]) AS t(id, logged_at)
         WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.finished_at IS NULL
@@ -78,8 +103,10 @@ pub const RECORD_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_co
                              $13::text[], $14::text[], $17::timestamptz[])
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded)
-    FROM relaxed";
+    SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded),
+           (SELECT count(*) FROM dead_notices), (SELECT count(*) FROM woken)
+    FROM relaxed"
+);
 
 /// Records a batch of outcomes in one transaction: job states and attempt rows.
 pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
@@ -130,6 +157,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         .bind(&logged)
         .bind(&released_logged)
         .bind(attempts.iter().map(|(o, _)| o.logged_at).collect::<Vec<_>>())
+        .bind(EVENTS_CHANNEL)
         .execute(pool)
         .await?;
     Ok(())

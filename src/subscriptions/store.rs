@@ -1,6 +1,8 @@
 //! SQL for `subscriptions` and `subscription_requests`. Every state change goes through [`transition_in`], which
-//! asks the state machine, updates the row and appends the change to the event log in the caller's transaction.
-//! These transactions commit durably (synchronous commit): a verified subscription change is never lost.
+//! asks the state machine, updates the row and appends the change to the event log in the caller's transaction:
+//! once as the subscription's history, once as content on `tidings.subscription.<transition>` for the operator's
+//! own subscriptions (so the caller wakes the spreader after its commit). These transactions commit durably
+//! (synchronous commit): a verified subscription change is never lost.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use super::{
 use crate::{
     events::{self, EventKind, NewEvent},
     outbox::{self, JobKind},
-    topic::Topic,
+    topic::{Topic, RESERVED_PREFIX},
 };
 
 /// A subscription as the API shows it (never its secret).
@@ -118,6 +120,9 @@ pub async fn submit(
     outbox::enqueue_request(&mut tx, kind, subscription_id, request_id).await?;
     tx.commit().await?;
     outbox::wake(pool).await;
+    if denial.is_some() {
+        events::wake(pool).await;
+    }
     Ok(Submitted::Queued(request_id))
 }
 
@@ -167,21 +172,34 @@ pub async fn transition_in(
         "expires_at": row.expires_at,
         "reason": reason,
     });
-    let event = NewEvent {
+    let topic = |raw: &str| Topic::parse(raw).map_err(|e| sqlx::Error::Protocol(e.to_string()));
+    let history = NewEvent {
         id: Uuid::now_v7(),
         id_from_publisher: false,
-        topic: Topic::parse(&row.topic).map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+        topic: topic(&row.topic)?,
         content_type: "application/json".into(),
         body: serde_json::to_vec(&body).expect("JSON serialises"),
         tags: vec![format!("subscription.{transition}")],
         group_id: Some(id.to_string()),
     };
-    events::append_in(tx, EventKind::Subscription, std::slice::from_ref(&event)).await.map_err(|e| match e {
-        events::AppendError::Database(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    })?;
+    // The same change, published on the hub's own topic for operators' subscriptions (alerts).
+    let notice = NewEvent {
+        id: Uuid::now_v7(),
+        topic: topic(&format!("{RESERVED_PREFIX}subscription.{transition}"))?,
+        ..history.clone()
+    };
+    append_one(tx, EventKind::Subscription, &history).await?;
+    append_one(tx, EventKind::Content, &notice).await?;
     tracing::info!(subscription_id = %id, %transition, %from, %to, state = row.state, "subscription transition");
     Ok(to)
+}
+
+/// Appends one event the hub wrote itself (a fresh id, so never a conflict) in the caller's transaction.
+async fn append_one(tx: &mut Transaction<'_, Postgres>, kind: EventKind, event: &NewEvent) -> Result<(), sqlx::Error> {
+    events::append_in(tx, kind, std::slice::from_ref(event)).await.map(drop).map_err(|e| match e {
+        events::AppendError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })
 }
 
 /// A pending request and what verifying it needs.
@@ -262,6 +280,9 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid, grace: Duration) ->
         to
     };
     tx.commit().await?;
+    if outcome.is_some() {
+        events::wake(pool).await;
+    }
     Ok(outcome)
 }
 
@@ -298,10 +319,13 @@ pub async fn end_gone(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     if current_state(&mut tx, id).await? == State::Active {
         transition_in(&mut tx, id, Transition::Gone, Some("the callback answered 410 Gone")).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    events::wake(pool).await;
+    Ok(())
 }
 
-/// Moves every active subscription whose lease has run out to `expired`. Returns how many expired.
+/// Moves every active subscription whose lease has run out to `expired`. Returns how many expired. (Called by the
+/// spreader, which spreads right after it: no wake-up needed.)
 pub async fn expire_due(pool: &PgPool) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<Uuid> = sqlx::query_scalar(

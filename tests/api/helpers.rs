@@ -87,8 +87,12 @@ impl TestApp {
         response.json().await.expect("admin JSON")
     }
 
+    /// Events publishers appended (the hub's own operational events on `tidings.` topics left out).
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'content'").fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'content' AND topic NOT ILIKE 'tidings.%'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// The single number `sql` returns (a `count(*)`, say).

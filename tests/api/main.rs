@@ -7,6 +7,7 @@ mod headers;
 mod helpers;
 mod hostile;
 mod observability;
+mod operational;
 mod operations;
 mod pacing;
 mod plans;

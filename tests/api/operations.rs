@@ -171,7 +171,7 @@ async fn progress_statistics_and_delivery_search_match_what_was_delivered() {
         ))
         .await;
     assert_eq!(rest["deliveries"].as_array().unwrap().len(), 1);
-    let event_id = app.admin_get("/events?limit=1").await["events"][0]["id"].as_str().unwrap().to_owned();
+    let event_id = app.admin_get("/events?topic=orders&limit=1").await["events"][0]["id"].as_str().unwrap().to_owned();
     let for_event = app.admin_get(&format!("/deliveries?event_id={event_id}")).await;
     assert_eq!(for_event["deliveries"].as_array().unwrap().len(), 2);
     app.stop().await;

@@ -74,9 +74,10 @@ async fn claiming_reads_every_partition_through_the_right_index_even_empty_ones(
 #[tokio::test]
 async fn recording_outcomes_reads_every_partition_through_the_right_index_even_empty_ones() {
     let app = hub_with_empty_periods().await;
-    let arrays = vec!["'{}'"; 17].join(", ");
+    let arrays = vec!["'{}'"; 17].join(", ") + ", 'tidings_events'";
     let plan = cached_plan(&app, outbox::RECORD_SQL, &arrays).await;
     assert_reads_through(&plan, "outbox", &["pkey"], 2 * PERIODS);
+    assert_reads_through(&plan, "events", &["pkey"], PERIODS);
 }
 
 #[tokio::test]

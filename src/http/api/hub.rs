@@ -94,7 +94,7 @@ pub async fn hub(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
             super::auth::require_publisher(&state.config.http, &req, &body)?;
             publish(&state, &form).await
         }
-        "subscribe" | "unsubscribe" => super::subscriptions::request(&state, &form, mode).await,
+        "subscribe" | "unsubscribe" => super::subscriptions::request(&state, &req, &form, mode).await,
 
         other => Err(ApiError::bad_request(format!(
             "unsupported hub.mode `{}`: use subscribe, unsubscribe or publish",

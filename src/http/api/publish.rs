@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::http::{ApiError, AppState};
 use crate::{
     events::{self, AppendError, Appended, NewEvent},
-    topic::Topic,
+    topic::{Topic, RESERVED_PREFIX},
 };
 
 pub const MAX_BATCH: usize = 1000;
@@ -195,6 +195,13 @@ pub async fn publish_raw(
 
 /// Checks the topic policies, appends (in a group commit with concurrent publishes), and counts what was written.
 async fn append(state: &AppState, events: Vec<NewEvent>, source: &str) -> Result<Vec<Appended>, ApiError> {
+    if let Some((i, event)) = events.iter().enumerate().find(|(_, e)| e.topic.is_reserved()) {
+        let which = if events.len() > 1 { format!("event {i}: ") } else { String::new() };
+        return Err(ApiError::Forbidden(format!(
+            "{which}topic `{}`: topics starting with `{RESERVED_PREFIX}` are the hub's own and cannot be published to",
+            event.topic
+        )));
+    }
     let timer = state.metrics.publish_seconds.start_timer();
     state.policies.check(&events).await?;
     let appended = state.ingest.append(events).await.map_err(|e| match e {

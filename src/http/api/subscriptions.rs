@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -15,13 +15,14 @@ use crate::{
         request::{LeasePolicy, Mode, SubscriptionRequest},
         store::{self, Submitted},
     },
+    topic::RESERVED_PREFIX,
 };
 
 /// The reason sent with `hub.mode=denied` when a topic is not in `TIDINGS_TOPIC_ALLOW`.
 pub const TOPIC_NOT_ALLOWED: &str = "the topic is not open for subscription on this hub";
 
 /// `POST /` with `hub.mode=subscribe|unsubscribe`.
-pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpResponse, ApiError> {
+pub async fn request(state: &AppState, req: &HttpRequest, form: &Form, mode: &str) -> Result<HttpResponse, ApiError> {
     let mode = if mode == "subscribe" { Mode::Subscribe } else { Mode::Unsubscribe };
     let mut values = HashMap::new();
     for key in ["hub.callback", "hub.topic", "hub.lease_seconds", "hub.secret", "hub.x-rate", "hub.x-rate-burst"] {
@@ -32,11 +33,22 @@ pub async fn request(state: &AppState, form: &Form, mode: &str) -> Result<HttpRe
     let leases = LeasePolicy::from_config(&state.config.hub);
     let request = SubscriptionRequest::parse(mode, |k| values.get(k).cloned(), form.all(&["hub.x-header"]), &leases)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // The hub's own topics carry other subscribers' callbacks: only the operator subscribes to them, and the
+    // admin token is their allow list.
+    let reserved = request.topic.is_reserved();
+    if reserved && super::auth::require_admin(&state.config.http, req).is_err() {
+        return Err(ApiError::Forbidden(format!(
+            "hub.topic `{}`: topics starting with `{RESERVED_PREFIX}` are the hub's own; subscribing to them needs \
+             the admin token (Authorization: Bearer ...)",
+            request.topic
+        )));
+    }
     // A callback the hub may not call is refused outright: not even a denial notice is sent to it.
     callback::check_destination(request.callback.as_url(), state.config.hub.callback_allow_private)
         .await
         .map_err(|e| ApiError::bad_request(format!("hub.callback: {e}")))?;
-    let denial = (mode == Mode::Subscribe && !state.topic_allow.allows(&request.topic)).then_some(TOPIC_NOT_ALLOWED);
+    let denial = (mode == Mode::Subscribe && !reserved && !state.topic_allow.allows(&request.topic))
+        .then_some(TOPIC_NOT_ALLOWED);
     let submitted = store::submit(&state.pool, &request, denial).await?;
     let message = match submitted {
         Submitted::Queued(id) => format!("accepted: {} request {id}; verification of intent follows\n", mode.as_str()),
