@@ -151,6 +151,13 @@ pub struct DeliveryConfig {
     /// How long a replaced secret still signs deliveries beside the new one (`24h`, `7d`, `0s`; at most `30d`).
     #[arg(long, env = "TIDINGS_SECRET_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub secret_grace: Duration,
+    /// Disable a subscription whose deliveries have all failed for this long (`5d`, `12h`), once at least
+    /// `TIDINGS_DISABLE_AFTER_DEAD` of them died in a row; `never` keeps failing subscriptions active.
+    #[arg(long, env = "TIDINGS_DISABLE_AFTER", default_value = "5d", value_parser = parse_disable_after)]
+    pub disable_after: DisableAfter,
+    /// Dead deliveries in a row, at least, before a failing subscription is disabled.
+    #[arg(long, env = "TIDINGS_DISABLE_AFTER_DEAD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub disable_after_dead: u32,
     /// How long in-flight work may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "TIDINGS_SHUTDOWN_GRACE_SECONDS", default_value = "20", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -167,6 +174,17 @@ pub struct PartitionConfig {
     /// dropped whole once none of their jobs is still pending.
     #[arg(long, env = "TIDINGS_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub retention: Retention,
+}
+
+/// How long every delivery must have failed before a subscription is disabled: `None` never disables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisableAfter(pub Option<Duration>);
+
+fn parse_disable_after(s: &str) -> Result<DisableAfter, ValueError> {
+    match s.trim() {
+        "never" => Ok(DisableAfter(None)),
+        d => Ok(DisableAfter(Some(crate::retry::parse_duration_within(d, Duration::from_secs(366 * 86_400))?))),
+    }
 }
 
 /// How long history is kept: `None` keeps it forever.
@@ -354,6 +372,19 @@ mod tests {
         assert!(err.contains("TIDINGS_RETENTION"), "{err}");
         let err = parse(&["tidings", "--partition-interval", "30s"]).unwrap_err();
         assert!(err.contains("TIDINGS_PARTITION_INTERVAL"), "{err}");
+    }
+
+    #[test]
+    fn auto_disable_defaults_to_five_days_and_three_dead_and_can_be_turned_off() {
+        let config = parse(&["tidings"]).expect("defaults");
+        assert_eq!(config.delivery.disable_after, DisableAfter(Some(Duration::from_secs(5 * 86_400))));
+        assert_eq!(config.delivery.disable_after_dead, 3);
+        let config = parse(&["tidings", "--disable-after", "never"]).expect("never");
+        assert_eq!(config.delivery.disable_after, DisableAfter(None));
+        let err = parse(&["tidings", "--disable-after", "soon"]).unwrap_err();
+        assert!(err.contains("TIDINGS_DISABLE_AFTER"), "{err}");
+        let err = parse(&["tidings", "--disable-after-dead", "0"]).unwrap_err();
+        assert!(err.contains("TIDINGS_DISABLE_AFTER_DEAD"), "{err}");
     }
 
     #[test]

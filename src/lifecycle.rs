@@ -1,15 +1,53 @@
 //! The subscription lifecycle as a declared state machine: every allowed (state, transition) pair is listed in
-//! one table, and anything else is refused. Pure; the store applies what this module allows.
+//! one table, and anything else is refused. Pure, but for the SQL that keeps the `disabled` transition's guard
+//! data (`track_delivery_health!`, embedded in the deliverer's record statement); the store applies what this
+//! module allows.
 //!
 //! ```text
 //!   pending ──verified──▶ active ──renewed──▶ active
 //!      │                   │ ├──expired──────▶ expired      ──verified──▶ active
 //!      │                   │ ├──unsubscribed─▶ unsubscribed ──verified──▶ active
-//!      │                   │ └──gone (410)───▶ unsubscribed
+//!      │                   │ ├──gone (410)───▶ unsubscribed
+//!      │                   │ └──disabled─────▶ disabled     ──verified | enabled──▶ active
+//!      │                   │                       └──unsubscribed──▶ unsubscribed
 //!      └──denied──▶ denied ◀──denied──┘                       denied ──verified──▶ active
 //! ```
+//!
+//! `disabled` is the one transition with a guard outside this table: the store takes it only when every delivery
+//! has failed for the configured window and at least the configured number died in a row
+//! ([`crate::subscriptions::store::disable_if_failing`]).
 
 use std::fmt;
+
+/// The SQL, embedded in the deliverer's record statement after its CTE `finished` (the recorded jobs: their
+/// subscription, kind and new state), that keeps an active subscription's failure count: a delivered job clears
+/// `failing_since` and `dead_in_a_row`; a failed one sets `failing_since` if unset; a dead one adds to
+/// `dead_in_a_row`. Only a change writes the row, so healthy subscriptions are never written, and rows are locked
+/// in id order, so two deliverers' records never deadlock on them. CTE `health` returns (id, died): the
+/// subscriptions whose dead count grew, for
+/// [`disable_if_failing`](crate::subscriptions::store::disable_if_failing).
+macro_rules! track_delivery_health {
+    () => {
+        "health_seen AS (
+             SELECT f.subscription_id AS id, bool_or(f.state = 'delivered') AS delivered,
+                    count(*) FILTER (WHERE f.state = 'dead') AS dead
+             FROM finished f WHERE f.kind = 'deliver' AND f.state <> 'cancelled' GROUP BY f.subscription_id
+         ), health_locked AS (
+             SELECT s.id, h.delivered, h.dead FROM subscriptions s JOIN health_seen h ON h.id = s.id
+             WHERE s.state = 'active'
+               AND CASE WHEN h.delivered THEN s.failing_since IS NOT NULL OR s.dead_in_a_row > 0
+                        ELSE s.failing_since IS NULL OR h.dead > 0 END
+             ORDER BY s.id FOR UPDATE OF s
+         ), health AS (
+             UPDATE subscriptions s
+             SET failing_since = CASE WHEN l.delivered THEN NULL ELSE coalesce(s.failing_since, now()) END,
+                 dead_in_a_row = CASE WHEN l.delivered THEN 0 ELSE s.dead_in_a_row + l.dead END
+             FROM health_locked l WHERE s.id = l.id
+             RETURNING s.id, l.dead > 0 AND NOT l.delivered AS died
+         )"
+    };
+}
+pub(crate) use track_delivery_health;
 
 use serde::Serialize;
 
@@ -22,6 +60,8 @@ pub enum State {
     Expired,
     Unsubscribed,
     Denied,
+    /// Every delivery failed for too long: no new jobs until a verified re-subscribe or an operator enables it.
+    Disabled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -39,6 +79,10 @@ pub enum Transition {
     Denied,
     /// The callback answered 410 Gone to a delivery.
     Gone,
+    /// Every delivery failed for the configured window, with enough dead in a row.
+    Disabled,
+    /// An operator enabled a disabled subscription again.
+    Enabled,
 }
 
 /// The declared transitions: (from, transition, to).
@@ -47,6 +91,10 @@ pub const TRANSITIONS: &[(State, Transition, State)] = &[
     (State::Expired, Transition::Verified, State::Active),
     (State::Unsubscribed, Transition::Verified, State::Active),
     (State::Denied, Transition::Verified, State::Active),
+    (State::Disabled, Transition::Verified, State::Active),
+    (State::Disabled, Transition::Enabled, State::Active),
+    (State::Disabled, Transition::Unsubscribed, State::Unsubscribed),
+    (State::Active, Transition::Disabled, State::Disabled),
     (State::Active, Transition::Renewed, State::Active),
     (State::Active, Transition::Unsubscribed, State::Unsubscribed),
     (State::Active, Transition::Expired, State::Expired),
@@ -81,6 +129,9 @@ pub fn on_subscribe_verified(from: State) -> Transition {
 }
 
 impl State {
+    pub const ALL: [State; 6] =
+        [State::Pending, State::Active, State::Expired, State::Unsubscribed, State::Denied, State::Disabled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
@@ -88,13 +139,12 @@ impl State {
             State::Expired => "expired",
             State::Unsubscribed => "unsubscribed",
             State::Denied => "denied",
+            State::Disabled => "disabled",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [State::Pending, State::Active, State::Expired, State::Unsubscribed, State::Denied]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        State::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 
@@ -107,6 +157,8 @@ impl Transition {
             Transition::Expired => "expired",
             Transition::Denied => "denied",
             Transition::Gone => "gone",
+            Transition::Disabled => "disabled",
+            Transition::Enabled => "enabled",
         }
     }
 }
@@ -141,15 +193,15 @@ mod tests {
 
     #[test]
     fn ended_subscriptions_can_be_subscribed_again() {
-        for state in [State::Expired, State::Unsubscribed, State::Denied] {
+        for state in [State::Expired, State::Unsubscribed, State::Denied, State::Disabled] {
             assert_eq!(next(state, on_subscribe_verified(state)), Ok(State::Active));
         }
     }
 
     #[test]
-    fn only_active_subscriptions_expire_unsubscribe_or_go() {
-        for t in [Transition::Expired, Transition::Unsubscribed, Transition::Gone] {
-            for s in [State::Pending, State::Expired, State::Unsubscribed, State::Denied] {
+    fn only_active_subscriptions_expire_go_or_are_disabled() {
+        for t in [Transition::Expired, Transition::Gone, Transition::Disabled] {
+            for s in [State::Pending, State::Expired, State::Unsubscribed, State::Denied, State::Disabled] {
                 assert_eq!(next(s, t), Err(NotAllowed { state: s, transition: t }));
             }
             assert!(next(State::Active, t).is_ok());
@@ -157,8 +209,22 @@ mod tests {
     }
 
     #[test]
-    fn states_round_trip_through_their_names() {
+    fn a_disabled_subscription_is_enabled_by_an_operator_or_a_verified_subscribe_and_only_from_disabled() {
+        assert_eq!(next(State::Active, Transition::Disabled), Ok(State::Disabled));
+        assert_eq!(next(State::Disabled, Transition::Enabled), Ok(State::Active));
+        assert_eq!(next(State::Disabled, on_subscribe_verified(State::Disabled)), Ok(State::Active));
+        assert_eq!(next(State::Disabled, Transition::Unsubscribed), Ok(State::Unsubscribed));
         for s in [State::Pending, State::Active, State::Expired, State::Unsubscribed, State::Denied] {
+            assert!(next(s, Transition::Enabled).is_err(), "{s}");
+        }
+        for s in [State::Pending, State::Expired, State::Unsubscribed, State::Denied] {
+            assert!(next(s, Transition::Unsubscribed).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in State::ALL {
             assert_eq!(State::parse(s.as_str()), Some(s));
         }
         assert_eq!(State::parse("nope"), None);

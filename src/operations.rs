@@ -1,5 +1,5 @@
 //! The operator's actions, written once: replaying a subscription, redelivering one delivery or a subscription's
-//! dead ones, ending a subscription and setting its rate limit, custom headers or secret. The JSON API and the console call these and map
+//! dead ones, ending or enabling a subscription and setting its rate limit, custom headers or secret. The JSON API and the console call these and map
 //! [`OperationError`] each to its own answer; neither checks a precondition itself.
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,8 @@ pub enum OperationError {
     NoSubscription(Uuid),
     #[error("subscription {id} is {state}, not active")]
     NotActive { id: Uuid, state: String },
+    #[error("subscription {id} is {state}, not disabled")]
+    NotDisabled { id: Uuid, state: String },
     #[error("no delivery {0}")]
     NoDelivery(i64),
     #[error("delivery {0} is still pending or is not an event delivery")]
@@ -97,6 +99,21 @@ pub async fn end_subscription(pool: &PgPool, id: Uuid) -> Result<Subscription, O
     store::transition_in(&mut tx, id, Transition::Unsubscribed, Some("ended by an operator")).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = %id, "ended a subscription");
+    store::get(pool, id).await?.ok_or(OperationError::NoSubscription(id))
+}
+
+/// An operator enables a disabled subscription: it gets new events again, and its dead deliveries can be
+/// redelivered.
+#[tracing::instrument(skip(pool))]
+pub async fn enable_subscription(pool: &PgPool, id: Uuid) -> Result<Subscription, OperationError> {
+    match store::enable(pool, id).await? {
+        store::Enable::Enabled => {}
+        store::Enable::NoSubscription => return Err(OperationError::NoSubscription(id)),
+        store::Enable::NotDisabled(state) => {
+            return Err(OperationError::NotDisabled { id, state: state.as_str().to_owned() })
+        }
+    }
+    tracing::info!(subscription_id = %id, "enabled a subscription");
     store::get(pool, id).await?.ok_or(OperationError::NoSubscription(id))
 }
 

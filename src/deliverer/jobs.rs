@@ -130,6 +130,11 @@ impl Sent {
 
 #[tracing::instrument(skip_all, fields(job_id = job.id, subscription_id = %job.subscription_id, event_id = ?job.event_id, attempt = job.attempts))]
 async fn deliver<T: Transport>(ctx: &Context<T>, job: Job) -> Outcome {
+    // A disabled subscription's waiting deliveries die rather than being cancelled, so that they can be redelivered
+    // once it is enabled again.
+    if job.subscription_state == State::Disabled {
+        return settled(&job, Next::Dead, "the subscription is disabled: enable it, then redeliver");
+    }
     if job.subscription_state != State::Active || job.expires_at.is_none_or(|at| at <= Utc::now()) {
         return settled(
             &job,

@@ -23,11 +23,13 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     config::DeliveryConfig,
     metrics::Metrics,
     outbox::{self, Job, Next, Outcome, OUTBOX_CHANNEL},
+    subscriptions::store::{self, DisablePolicy},
     wakeup::Wakeup,
 };
 use admission::{Admission, Limits, Ticket};
@@ -75,6 +77,11 @@ impl<T: Transport> Deliverer<T> {
         self
     }
 
+    /// When a failing subscription is disabled (none: never).
+    fn disable_policy(&self) -> Option<DisablePolicy> {
+        self.config.disable_after.0.map(|after| DisablePolicy { after, dead_in_a_row: self.config.disable_after_dead })
+    }
+
     /// Longer than any request can take, so a slow request is never claimed twice.
     pub fn lease(&self) -> Duration {
         lease_for(&self.config)
@@ -99,14 +106,15 @@ impl<T: Transport> Deliverer<T> {
             run(&self.ctx, &ticket, job).await
         });
         let outcomes = futures_util::future::join_all(runs).await;
-        outbox::record(&self.ctx.pool, &outcomes).await?;
+        let died = outbox::record(&self.ctx.pool, &outcomes).await?;
+        disable_failing(&self.ctx.pool, self.disable_policy(), &died).await;
         Ok(count)
     }
 
     /// Delivers until the token is cancelled, then drains in-flight requests within the grace period.
     pub async fn run_until_stopped(self, token: CancellationToken) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let recorder = tokio::spawn(record_outcomes(self.ctx.pool.clone(), receiver));
+        let recorder = tokio::spawn(record_outcomes(self.ctx.pool.clone(), self.disable_policy(), receiver));
         let mut wakeup = Wakeup::new(self.ctx.pool.clone(), OUTBOX_CHANNEL);
         let mut tasks = JoinSet::new();
         let mut backoff = claim_backoff();
@@ -233,7 +241,20 @@ fn released(job: &Job) -> Outcome {
 
 /// Writes outcomes in batches. A batch that cannot be written is retried for a while, then given up: its jobs
 /// stay leased and come back when the lease ends, so nothing is lost (a delivery may repeat).
-async fn record_outcomes(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Outcome>) {
+/// Checks the auto-disable guard for each subscription whose dead count grew; a failure is logged and retried at
+/// its next dead delivery.
+async fn disable_failing(pool: &PgPool, policy: Option<DisablePolicy>, died: &[Uuid]) {
+    let Some(policy) = policy else { return };
+    for id in died {
+        match store::disable_if_failing(pool, *id, policy).await {
+            Ok(true) => tracing::warn!(subscription_id = %id, "disabled a subscription whose deliveries all failed"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(subscription_id = %id, error = %e, "could not disable a failing subscription"),
+        }
+    }
+}
+
+async fn record_outcomes(pool: PgPool, policy: Option<DisablePolicy>, mut receiver: mpsc::UnboundedReceiver<Outcome>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         while batch.len() < 1000 {
@@ -245,7 +266,10 @@ async fn record_outcomes(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Out
         let mut delays = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(8).build();
         loop {
             match outbox::record(&pool, &batch).await {
-                Ok(()) => break,
+                Ok(died) => {
+                    disable_failing(&pool, policy, &died).await;
+                    break;
+                }
                 Err(e) => match delays.next() {
                     Some(delay) => {
                         tracing::warn!(error = %e, retry_in = ?delay, "recording delivery outcomes failed");

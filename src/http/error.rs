@@ -63,7 +63,7 @@ impl From<crate::operations::OperationError> for ApiError {
         use crate::operations::OperationError as E;
         match e {
             E::NoSubscription(_) | E::NoDelivery(_) => Self::NotFound(e.to_string()),
-            E::NotActive { .. } | E::NotRedeliverable(_) => Self::Conflict(e.to_string()),
+            E::NotActive { .. } | E::NotDisabled { .. } | E::NotRedeliverable(_) => Self::Conflict(e.to_string()),
             E::Limit => Self::BadRequest(e.to_string()),
             E::Database(e) => e.into(),
         }

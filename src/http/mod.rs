@@ -110,6 +110,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/subscriptions/{id}/replay").route(admin(post().to(operations::replay))))
         .service(resource("/subscriptions/{id}/redeliver-dead").route(admin(post().to(operations::redeliver_dead))))
         .service(resource("/subscriptions/{id}/end").route(admin(post().to(operations::end_subscription))))
+        .service(resource("/subscriptions/{id}/enable").route(admin(post().to(operations::enable_subscription))))
         .service(
             resource("/subscriptions/{id}/rate")
                 .route(admin(put().to(operations::set_rate)))

@@ -3,14 +3,18 @@
 //! at-least-once, never lost). A delivery that goes dead while its subscription is active is also published on
 //! `tidings.delivery.dead` in the same statement, so the notice exists exactly when the dead state does; a
 //! delivery of an event on a reserved topic never is, so an operator's failing alert callback cannot feed itself.
+//! The same statement keeps each subscription's failure count for auto-disable (the lifecycle's
+//! `track_delivery_health!`).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use std::time::Duration;
+use uuid::Uuid;
 
 use super::{Job, JobState};
 use crate::{
     events::{append_generated, EVENTS_CHANNEL},
+    lifecycle::track_delivery_health,
     topic::is_reserved,
 };
 
@@ -74,7 +78,9 @@ pub const RECORD_SQL: &str = concat!(
         WHERE o.id = t.id AND o.logged_at = t.logged_at AND o.finished_at IS NULL
         RETURNING o.id, o.kind, o.state, o.subscription_id, o.event_position, o.logged_at, o.attempts,
                   o.last_status, o.last_error
-    ), dead_notices AS (",
+    ), ",
+    track_delivery_health!(),
+    ", dead_notices AS (",
     append_generated!(
         "SELECT 'tidings.delivery.dead', 'application/json',
                 convert_to(jsonb_build_object(
@@ -104,12 +110,15 @@ pub const RECORD_SQL: &str = concat!(
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM finished), (SELECT count(*) FROM released), (SELECT count(*) FROM recorded),
-           (SELECT count(*) FROM dead_notices), (SELECT count(*) FROM woken)
+           (SELECT count(*) FROM dead_notices), (SELECT count(*) FROM woken),
+           ARRAY(SELECT id FROM health WHERE died) AS died
     FROM relaxed"
 );
 
-/// Records a batch of outcomes in one transaction: job states and attempt rows.
-pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+/// Records a batch of outcomes in one transaction: job states and attempt rows. Returns the active subscriptions
+/// whose count of deliveries dead in a row grew (candidates for
+/// [`disable_if_failing`](crate::subscriptions::store::disable_if_failing)).
+pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<Vec<Uuid>, sqlx::Error> {
     let mut ids = Vec::new();
     let mut logged = Vec::new();
     let mut states = Vec::new();
@@ -139,7 +148,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
     let attempts: Vec<(&Outcome, &Attempt)> =
         outcomes.iter().filter_map(|o| o.attempt.as_ref().map(|a| (o, a))).collect();
     // One statement, so one short transaction, committed without waiting for the disk (see the module doc).
-    sqlx::query(RECORD_SQL)
+    let row = sqlx::query(RECORD_SQL)
         .bind(&ids)
         .bind(&states)
         .bind(&delays)
@@ -158,7 +167,7 @@ pub async fn record(pool: &PgPool, outcomes: &[Outcome]) -> Result<(), sqlx::Err
         .bind(&released_logged)
         .bind(attempts.iter().map(|(o, _)| o.logged_at).collect::<Vec<_>>())
         .bind(EVENTS_CHANNEL)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(row.get("died"))
 }

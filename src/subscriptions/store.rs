@@ -153,12 +153,19 @@ pub async fn transition_in(
 ) -> Result<State, sqlx::Error> {
     let from = current_state(tx, id).await?;
     let to = state::next(from, transition).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    // Becoming active again starts the failure count afresh: what failed before it was disabled or ended is not
+    // held against it.
+    let reactivated = to == State::Active && from != State::Active;
     let row: LifecycleRow = sqlx::query_as(
-        "UPDATE subscriptions SET state = $2, updated_at = now() WHERE id = $1
+        "UPDATE subscriptions SET state = $2, updated_at = now(),
+                failing_since = CASE WHEN $3 THEN NULL ELSE failing_since END,
+                dead_in_a_row = CASE WHEN $3 THEN 0 ELSE dead_in_a_row END
+         WHERE id = $1
          RETURNING topic, callback, state, lease_seconds, expires_at",
     )
     .bind(id)
     .bind(to.as_str())
+    .bind(reactivated)
     .fetch_one(&mut **tx)
     .await?;
     let body = serde_json::json!({
@@ -271,7 +278,7 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid, grace: Duration) ->
         finish_request(&mut tx, request_id, RequestState::Verified, None).await?;
         Some(to)
     } else {
-        let to = if current == State::Active {
+        let to = if matches!(current, State::Active | State::Disabled) {
             Some(transition_in(&mut tx, subscription_id, Transition::Unsubscribed, None).await?)
         } else {
             None
@@ -322,6 +329,72 @@ pub async fn end_gone(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     tx.commit().await?;
     events::wake(pool).await;
     Ok(())
+}
+
+/// When a failing subscription is disabled: every delivery failed for `after`, with at least `dead_in_a_row` dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisablePolicy {
+    pub after: Duration,
+    pub dead_in_a_row: u32,
+}
+
+/// Disables an active subscription whose deliveries have all failed since at least `policy.after` ago, with at
+/// least `policy.dead_in_a_row` dead in a row: the guard of the `disabled` transition, checked under the row's
+/// lock. Returns whether it disabled it.
+#[tracing::instrument(skip(pool))]
+pub async fn disable_if_failing(pool: &PgPool, id: Uuid, policy: DisablePolicy) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let failing: Option<(DateTime<Utc>, i32)> = sqlx::query_as(
+        "SELECT failing_since, dead_in_a_row FROM subscriptions
+         WHERE id = $1 AND state = 'active' AND failing_since <= now() - make_interval(secs => $2)
+           AND dead_in_a_row >= $3
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(policy.after.as_secs_f64())
+    .bind(policy.dead_in_a_row.min(i32::MAX as u32) as i32)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((since, dead)) = failing else {
+        return Ok(false);
+    };
+    let reason = format!(
+        "every delivery has failed since {} and {dead} died in a row",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    transition_in(&mut tx, id, Transition::Disabled, Some(&reason)).await?;
+    tx.commit().await?;
+    events::wake(pool).await;
+    Ok(true)
+}
+
+/// What [`enable`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enable {
+    Enabled,
+    NoSubscription,
+    NotDisabled(State),
+}
+
+/// An operator enables a disabled subscription again (the `enabled` transition, in its history).
+#[tracing::instrument(skip(pool))]
+pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Enable, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Ok(Enable::NoSubscription);
+    }
+    let current = current_state(&mut tx, id).await?;
+    if current != State::Disabled {
+        return Ok(Enable::NotDisabled(current));
+    }
+    transition_in(&mut tx, id, Transition::Enabled, Some("enabled by an operator")).await?;
+    tx.commit().await?;
+    events::wake(pool).await;
+    Ok(Enable::Enabled)
 }
 
 /// Moves every active subscription whose lease has run out to `expired`. Returns how many expired. (Called by the

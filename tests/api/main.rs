@@ -2,6 +2,7 @@
 
 mod console;
 mod delivery;
+mod disable;
 mod headers;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;

@@ -146,6 +146,8 @@ TIDINGS_DELIVERY_HOST_CONCURRENCY: {{ $c.delivery.hostConcurrency | int64 | toSt
 TIDINGS_DELIVERY_BATCH: {{ $c.delivery.batch | int64 | toString | quote }}
 TIDINGS_RETRY_AFTER_MAX_SECONDS: {{ $c.delivery.retryAfterMaxSeconds | toString | quote }}
 TIDINGS_SECRET_GRACE: {{ $c.delivery.secretGrace | quote }}
+TIDINGS_DISABLE_AFTER: {{ $c.delivery.disableAfter | quote }}
+TIDINGS_DISABLE_AFTER_DEAD: {{ $c.delivery.disableAfterDead | int64 | toString | quote }}
 TIDINGS_SPREAD_BATCH: {{ $c.spreadBatch | int64 | toString | quote }}
 TIDINGS_SPREAD_BATCH_JOBS: {{ $c.spreadBatchJobs | int64 | toString | quote }}
 TIDINGS_PARTITION_INTERVAL: {{ $c.partitionInterval | quote }}

@@ -109,6 +109,15 @@ pub async fn end_subscription(state: web::Data<AppState>, path: web::Path<String
     Ok(HttpResponse::Ok().json(operations::end_subscription(&state.pool, id).await?))
 }
 
+/// `POST /subscriptions/{id}/enable`: an operator enables a disabled subscription (recorded in its history).
+pub async fn enable_subscription(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    Ok(HttpResponse::Ok().json(operations::enable_subscription(&state.pool, id).await?))
+}
+
 /// `PUT /subscriptions/{id}/rate` with `{"per_second": 50, "burst": 10}`: sets the subscription's rate limit.
 pub async fn set_rate(
     state: web::Data<AppState>,

@@ -38,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/console/subscriptions/{id}/replay").route(post().to(pages::replay)))
         .service(resource("/console/subscriptions/{id}/redeliver-dead").route(post().to(pages::redeliver_dead)))
         .service(resource("/console/subscriptions/{id}/end").route(post().to(pages::end)))
+        .service(resource("/console/subscriptions/{id}/enable").route(post().to(pages::enable)))
         .service(resource("/console/events").route(get().to(pages::events)))
         .service(resource("/console/events/{id}").route(get().to(pages::event)))
         .service(resource("/console/deliveries").route(get().to(pages::deliveries)))
@@ -84,6 +85,7 @@ impl From<crate::operations::OperationError> for ConsoleError {
         match e {
             E::NoSubscription(id) => Self::not_found(format!("There is no subscription {id}.")),
             E::NotActive { id, state } => Self::conflict(format!("Subscription {id} is {state}, not active.")),
+            E::NotDisabled { id, state } => Self::conflict(format!("Subscription {id} is {state}, not disabled.")),
             E::NoDelivery(id) => Self::not_found(format!("There is no delivery {id}.")),
             E::NotRedeliverable(id) => Self::conflict(format!(
                 "Delivery {id} is still pending, or it is not an event delivery: there is nothing to redeliver."

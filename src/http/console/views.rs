@@ -106,7 +106,7 @@ pub fn outcome_class(outcome: &str) -> &'static str {
     match outcome {
         "delivered" | "verified" | "notified" | "active" => "ok",
         "retry" | "pending" => "warn",
-        "dead" | "gone" | "refused" | "denied" => "bad",
+        "dead" | "gone" | "refused" | "denied" | "disabled" => "bad",
         _ => "muted",
     }
 }
@@ -196,6 +196,8 @@ pub struct SubscriptionPage {
     pub created: When,
     pub updated: When,
     pub active: bool,
+    /// Disabled for failing: the operator may enable it.
+    pub disabled: bool,
     pub history: Vec<HistoryRow>,
     pub history_next: Option<String>,
     pub history_first: bool,

@@ -11,7 +11,7 @@ pub use deliveries::{deliveries, delivery, redeliver};
 pub use events::{event, events};
 pub use login::{login, login_form, logout};
 pub use overview::{overview, topics};
-pub use subscriptions::{end, redeliver_dead, replay, subscription, subscriptions};
+pub use subscriptions::{enable, end, redeliver_dead, replay, subscription, subscriptions};
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -116,6 +116,9 @@ fn flash(done: &Option<String>, n: &Option<String>) -> Option<String> {
         "redelivered-dead" => format!("{n} dead deliveries are back in the queue."),
         "replayed" => format!("Replay created {n} new deliveries."),
         "ended" => "The subscription is ended; it receives nothing more.".to_owned(),
+        "enabled" => {
+            "The subscription is active again; redeliver its dead deliveries to send what it missed.".to_owned()
+        }
         _ => return None,
     })
 }

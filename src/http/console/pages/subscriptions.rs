@@ -2,7 +2,7 @@
 
 use super::*;
 
-const SUBSCRIPTION_STATES: &[&str] = &["active", "pending", "expired", "unsubscribed", "denied"];
+const SUBSCRIPTION_STATES: &[&str] = &["active", "pending", "expired", "unsubscribed", "denied", "disabled"];
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SubscriptionsQuery {
@@ -134,6 +134,7 @@ pub async fn subscription(
         created: sub.created_at.into(),
         updated: sub.updated_at.into(),
         active: sub.state == "active",
+        disabled: sub.state == "disabled",
         history,
         history_next,
         history_first: history_after > 0,
@@ -150,6 +151,13 @@ pub struct ReplayForm {
     tz: Option<String>,
 }
 
+/// What every action on one subscription checks first: a session, its CSRF token, then the id in the path.
+async fn acting_on(state: &AppState, req: &HttpRequest, path: &str, csrf: &str) -> Result<Uuid, ConsoleError> {
+    let (_, session) = require_session(state, req).await?;
+    check_csrf(&session, csrf)?;
+    parse_uuid(path, "subscription id")
+}
+
 /// `POST /console/subscriptions/{id}/replay`: new deliveries for what it matched since a time.
 pub async fn replay(
     state: web::Data<AppState>,
@@ -157,13 +165,11 @@ pub async fn replay(
     path: web::Path<String>,
     form: web::Form<ReplayForm>,
 ) -> Page {
-    let (_, s) = require_session(&state, &req).await?;
-    check_csrf(&s, &form.csrf)?;
+    let id = acting_on(&state, &req, &path, &form.csrf).await?;
     let from = field(&form.from)
         .map(|f| parse_time(&f, tz(&form.tz)))
         .transpose()?
         .ok_or_else(|| ConsoleError::bad_request("Say from when to replay."))?;
-    let id = parse_uuid(&path, "subscription id")?;
     let from = ReplayFrom { position: 0, time: Some(from), limit: 10_000 };
     let replayed = operations::replay(&state.pool, id, from).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=replayed&n={}", replayed.created)))
@@ -176,9 +182,7 @@ pub async fn redeliver_dead(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Page {
-    let (_, s) = require_session(&state, &req).await?;
-    check_csrf(&s, &form.csrf)?;
-    let id = parse_uuid(&path, "subscription id")?;
+    let id = acting_on(&state, &req, &path, &form.csrf).await?;
     let n = operations::redeliver_dead(&state.pool, id, None, None).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=redelivered-dead&n={n}")))
 }
@@ -190,9 +194,19 @@ pub async fn end(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Page {
-    let (_, s) = require_session(&state, &req).await?;
-    check_csrf(&s, &form.csrf)?;
-    let id = parse_uuid(&path, "subscription id")?;
+    let id = acting_on(&state, &req, &path, &form.csrf).await?;
     operations::end_subscription(&state.pool, id).await?;
     Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=ended")))
+}
+
+/// `POST /console/subscriptions/{id}/enable`
+pub async fn enable(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Page {
+    let id = acting_on(&state, &req, &path, &form.csrf).await?;
+    operations::enable_subscription(&state.pool, id).await?;
+    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=enabled")))
 }
