@@ -1,8 +1,9 @@
-//! Scale figures: matching and subscribing with a million subscriptions, and one event fanned out to a hundred
-//! thousand subscribers.
+//! Scale figures: matching and subscribing with a million subscriptions, one event fanned out to a hundred
+//! thousand subscribers, and spreading to a hundred thousand subscriptions with and without content filters on
+//! a tenth of them.
 //!
-//!     cargo bench --bench scale                      # both parts, the sizes below
-//!     cargo bench --bench scale -- --subscriptions 1000000 --fan-out 100000
+//!     cargo bench --bench scale                      # every part, the sizes below
+//!     cargo bench --bench scale -- --subscriptions 1000000 --fan-out 100000 --filtered 100000
 //!
 //! Each part runs against a fresh database on the server of `DATABASE_URL` (default: local PostgreSQL). The
 //! subscriptions are written straight to the table as active (verifying a million callbacks would measure the
@@ -29,6 +30,7 @@ const ADMIN_TOKEN: &str = "scale-admin-token";
 struct Args {
     subscriptions: i64,
     fan_out: i64,
+    filtered: i64,
     server: String,
 }
 
@@ -36,6 +38,7 @@ fn args() -> Args {
     let mut parsed = Args {
         subscriptions: 1_000_000,
         fan_out: 100_000,
+        filtered: 100_000,
         server: std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -46,8 +49,9 @@ fn args() -> Args {
         match arg.as_str() {
             "--subscriptions" => parsed.subscriptions = value("--subscriptions"),
             "--fan-out" => parsed.fan_out = value("--fan-out"),
+            "--filtered" => parsed.filtered = value("--filtered"),
             "--bench" => {}
-            other => panic!("unknown argument {other}; use --subscriptions N --fan-out N"),
+            other => panic!("unknown argument {other}; use --subscriptions N --fan-out N --filtered N"),
         }
     }
     parsed
@@ -132,12 +136,12 @@ async fn many_subscriptions(args: &Args) {
     for _ in 0..2000 {
         let topic = format!("https://example.com/feeds/{}", rng.below(exact / 9 + 1));
         let t = Instant::now();
-        let matched = tidings::spreader::dry_run(&pool, &topic).await.unwrap();
+        let matched = tidings::spreader::dry_run(&pool, &topic, None).await.unwrap();
         exact_times.push(t.elapsed());
         assert!(!matched.is_empty(), "{topic} has subscribers");
         let topic = format!("orders.r{}.created", rng.below(patterns / 10 + 1));
         let t = Instant::now();
-        let matched = tidings::spreader::dry_run(&pool, &topic).await.unwrap();
+        let matched = tidings::spreader::dry_run(&pool, &topic, None).await.unwrap();
         pattern_times.push(t.elapsed());
         assert!(!matched.is_empty(), "{topic} has pattern subscribers");
     }
@@ -197,6 +201,71 @@ async fn many_subscriptions(args: &Args) {
         took.as_secs_f64() * 1e3,
         jobs as f64 / took.as_secs_f64()
     );
+    pool.close().await;
+}
+
+/// Spreading the same events to `--filtered` subscriptions of one topic, first with no filters, then with a
+/// content filter on a tenth of them (half the events pass it), one spreader batch at a time, in one run.
+async fn filtered_spreading(args: &Args) {
+    const EVENTS: i64 = 10;
+    let total = args.filtered;
+    println!("## spreading to {total} subscriptions, without and with filters on 10 %");
+    let (_, pool) = fresh_database(&args.server, "filters").await;
+    let now = chrono::Utc::now();
+    tidings::partitions::ensure(&pool, &tidings::config::Config::defaults().partitions, now, now).await.unwrap();
+    for (topic, filtered) in [("plain", 0), ("filtered", total / 10)] {
+        sqlx::query(
+            "INSERT INTO subscriptions (id, topic, callback, pattern_prefix, callback_host, state, lease_seconds,
+                                        expires_at, filter, filter_path)
+             SELECT gen_random_uuid(), $1, 'http://127.0.0.1:9/' || $1 || '/' || n, NULL, '127.0.0.1:9', 'active',
+                    864000, now() + interval '10 days',
+                    CASE WHEN n <= $3 THEN '{\"field\": \"region\", \"eq\": \"eu\"}'::jsonb END,
+                    CASE WHEN n <= $3 THEN '$.\"body\".\"region\" == \"eu\"'::jsonpath END
+             FROM generate_series(1, $2) n",
+        )
+        .bind(topic)
+        .bind(total)
+        .bind(filtered)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("ANALYZE subscriptions").execute(&pool).await.unwrap();
+    let spreader = Spreader::new(pool.clone(), 1000);
+    for (topic, filtered) in [("plain", 0), ("filtered", total / 10)] {
+        for n in 0..EVENTS {
+            let region = if n % 2 == 0 { "eu" } else { "us" };
+            let event = tidings::events::NewEvent {
+                id: uuid::Uuid::now_v7(),
+                id_from_publisher: false,
+                topic: tidings::topic::Topic::parse(topic).unwrap(),
+                content_type: "application/json".into(),
+                body: serde_json::to_vec(&serde_json::json!({ "region": region, "n": n })).unwrap(),
+                tags: Vec::new(),
+                group_id: None,
+            };
+            tidings::events::append(&pool, &[event]).await.unwrap();
+        }
+        let t = Instant::now();
+        let mut jobs = 0;
+        loop {
+            match spreader.try_spread_batch().await.unwrap() {
+                Step::Spread { events: 0, .. } => break,
+                Step::Spread { jobs: j, .. } => jobs += j,
+                Step::Busy => unreachable!("one spreader"),
+            }
+        }
+        let took = t.elapsed().as_secs_f64();
+        let expected = EVENTS * (total - filtered) + (EVENTS / 2) * filtered;
+        assert_eq!(jobs, expected, "every matching subscription, and only those");
+        println!(
+            "{topic}: {filtered} filtered, {EVENTS} events into {jobs} jobs in {:.2} s ({:.0} jobs/s, {:.0} subscriptions \
+             considered/s)",
+            took,
+            jobs as f64 / took,
+            (EVENTS * total) as f64 / took
+        );
+    }
     pool.close().await;
 }
 
@@ -328,14 +397,17 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         println!(
-            "command: cargo bench --bench scale -- --subscriptions {} --fan-out {}",
-            args.subscriptions, args.fan_out
+            "command: cargo bench --bench scale -- --subscriptions {} --fan-out {} --filtered {}",
+            args.subscriptions, args.fan_out, args.filtered
         );
         if args.subscriptions > 0 {
             many_subscriptions(&args).await;
         }
         if args.fan_out > 0 {
             big_fan_out(&args).await;
+        }
+        if args.filtered > 0 {
+            filtered_spreading(&args).await;
         }
     });
 }

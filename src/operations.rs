@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::{
     outbox::{self, Replayed, MAX_BULK},
     subscriptions::{
+        filter::Filter,
         headers::CustomHeaders,
         rate::RateLimit,
         request::HubSecret,
@@ -122,6 +123,14 @@ pub async fn enable_subscription(pool: &PgPool, id: Uuid) -> Result<Subscription
 pub async fn set_rate(pool: &PgPool, id: Uuid, rate: Option<RateLimit>) -> Result<Subscription, OperationError> {
     let updated = store::set_rate(pool, id, rate).await?.ok_or(OperationError::NoSubscription(id))?;
     tracing::info!(subscription_id = %id, ?rate, "set a rate limit");
+    Ok(updated)
+}
+
+/// Sets (or with None removes) a subscription's content filter, whatever its state.
+#[tracing::instrument(skip(pool, filter))]
+pub async fn set_filter(pool: &PgPool, id: Uuid, filter: Option<&Filter>) -> Result<Subscription, OperationError> {
+    let updated = store::set_filter(pool, id, filter).await?.ok_or(OperationError::NoSubscription(id))?;
+    tracing::info!(subscription_id = %id, filtered = filter.is_some(), "set a content filter");
     Ok(updated)
 }
 

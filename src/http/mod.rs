@@ -100,7 +100,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/events").route(post().to(publish::publish_json)).route(admin(get().to(query::list_events))))
         .service(resource("/events/raw").route(post().to(publish::publish_raw)))
         .service(resource("/fetches").route(admin(get().to(query::list_fetches))))
-        .service(resource("/dry-run").route(admin(get().to(query::dry_run))))
+        .service(
+            resource("/dry-run").route(admin(get().to(query::dry_run))).route(admin(post().to(query::dry_run_sample))),
+        )
         .service(resource("/spreader").route(admin(get().to(query::spreader_lag))))
         .service(resource("/deliveries").route(admin(get().to(deliveries::list))))
         .service(resource("/deliveries/{id}").route(admin(get().to(deliveries::show))))
@@ -115,6 +117,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/subscriptions/{id}/rate")
                 .route(admin(put().to(operations::set_rate)))
                 .route(admin(delete().to(operations::remove_rate))),
+        )
+        .service(
+            resource("/subscriptions/{id}/filter")
+                .route(admin(put().to(operations::set_filter)))
+                .route(admin(delete().to(operations::remove_filter))),
         )
         .service(resource("/subscriptions/{id}/secret").route(admin(put().to(operations::set_secret))))
         .service(

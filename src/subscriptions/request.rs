@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::{
+    filter::{Filter, FilterError},
     headers::{CustomHeaders, HeaderError},
     rate::{RateError, RateLimit},
 };
@@ -88,6 +89,8 @@ pub enum RequestError {
     Rate(#[from] RateError),
     #[error("hub.x-header: {0}")]
     Header(#[from] HeaderError),
+    #[error("hub.x-filter: {0}")]
+    Filter(#[from] FilterError),
 }
 
 /// A subscriber's HMAC secret; never printed.
@@ -150,6 +153,9 @@ pub struct SubscriptionRequest {
     pub rate: Option<RateLimit>,
     /// The custom headers (`hub.x-header`) a subscribe asks for; none keeps the current ones.
     pub headers: Option<CustomHeaders>,
+    /// The content filter (`hub.x-filter`) a subscribe asks for: none keeps the current one, `Some(None)` (an
+    /// empty value) removes it.
+    pub filter: Option<Option<Filter>>,
 }
 
 impl SubscriptionRequest {
@@ -181,7 +187,12 @@ impl SubscriptionRequest {
             Mode::Subscribe => CustomHeaders::parse_form(headers)?,
             Mode::Unsubscribe => None,
         };
-        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret, rate, headers })
+        let filter = match (mode, get("hub.x-filter")) {
+            (Mode::Subscribe, Some(raw)) if raw.trim().is_empty() => Some(None),
+            (Mode::Subscribe, Some(raw)) => Some(Some(Filter::parse(&raw)?)),
+            _ => None,
+        };
+        Ok(Self { mode, topic, callback, lease_seconds: leases.grant(requested), secret, rate, headers, filter })
     }
 }
 

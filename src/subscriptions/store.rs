@@ -12,6 +12,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
+    filter::Filter,
     headers::CustomHeaders,
     rate::RateLimit,
     request::{HubSecret, Mode, RequestMode, RequestState, SubscriptionRequest},
@@ -40,6 +41,8 @@ pub struct Subscription {
     pub rate_burst: Option<i32>,
     /// Sent with every delivery; shown to the admin API only, like the rest of a subscription.
     pub headers: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    /// The content filter as the subscriber gave it; none delivers every event of the topic.
+    pub filter: Option<sqlx::types::Json<serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -47,7 +50,7 @@ pub struct Subscription {
 const SUBSCRIPTION_COLUMNS: &str =
     "id, topic, callback, state, lease_seconds, expires_at, secret IS NOT NULL AS has_secret, \
      CASE WHEN previous_secret_until > now() THEN previous_secret_until END AS previous_secret_until, rate_per_second, \
-     rate_burst, headers, created_at, updated_at";
+     rate_burst, headers, filter, created_at, updated_at";
 
 /// What happened to a submitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +99,9 @@ pub async fn submit(
     let mode = if denial.is_some() { RequestMode::Denied } else { RequestMode::from(request.mode) };
     sqlx::query(
         "INSERT INTO subscription_requests
-             (id, subscription_id, mode, lease_seconds, secret, reason, rate_per_second, rate_burst, headers)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             (id, subscription_id, mode, lease_seconds, secret, reason, rate_per_second, rate_burst, headers, filter,
+              filter_path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonpath)",
     )
     .bind(request_id)
     .bind(subscription_id)
@@ -108,6 +112,13 @@ pub async fn submit(
     .bind(request.rate.map(|r| r.per_second()))
     .bind(request.rate.map(|r| r.burst()))
     .bind(request.headers.as_ref().map(sqlx::types::Json))
+    .bind(
+        request
+            .filter
+            .as_ref()
+            .map(|f| sqlx::types::Json(f.as_ref().map_or(serde_json::Value::Null, |f| f.source().clone()))),
+    )
+    .bind(request.filter.as_ref().and_then(|f| f.as_ref().map(|f| f.jsonpath().to_owned())))
     .execute(&mut *tx)
     .await?;
     if let Some(reason) = denial {
@@ -267,6 +278,8 @@ pub async fn apply_verified(pool: &PgPool, request_id: Uuid, grace: Duration) ->
             "UPDATE subscriptions s SET lease_seconds = r.lease_seconds, {ROTATE_SECRET_TO_REQUESTED},
                     rate_per_second = coalesce(r.rate_per_second, s.rate_per_second),
                     rate_burst = coalesce(r.rate_burst, s.rate_burst), headers = coalesce(r.headers, s.headers),
+                    filter = CASE WHEN r.filter IS NULL THEN s.filter WHEN r.filter = 'null' THEN NULL ELSE r.filter END,
+                    filter_path = CASE WHEN r.filter IS NULL THEN s.filter_path ELSE r.filter_path END,
                     expires_at = now() + make_interval(secs => r.lease_seconds)
              FROM subscription_requests r WHERE r.id = $1 AND s.id = r.subscription_id"
         ))
@@ -506,6 +519,21 @@ pub async fn set_secret(
     .bind(id)
     .bind(grace.as_secs_f64())
     .bind(secret.map(HubSecret::expose))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Sets or (with None) removes a subscription's content filter; None when there is no such subscription. The
+/// spreader applies it to the events it spreads from then on; jobs already written stay.
+#[tracing::instrument(skip(pool, filter))]
+pub async fn set_filter(pool: &PgPool, id: Uuid, filter: Option<&Filter>) -> Result<Option<Subscription>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE subscriptions SET filter = $2, filter_path = $3::jsonpath, updated_at = now() WHERE id = $1
+         RETURNING {SUBSCRIPTION_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(filter.map(|f| sqlx::types::Json(f.source())))
+    .bind(filter.map(Filter::jsonpath))
     .fetch_optional(pool)
     .await
 }

@@ -3,6 +3,7 @@
 mod console;
 mod delivery;
 mod disable;
+mod filters;
 mod headers;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;

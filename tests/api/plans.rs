@@ -84,7 +84,7 @@ async fn recording_outcomes_reads_every_partition_through_the_right_index_even_e
 async fn spreading_reads_every_partition_through_the_right_index_even_empty_ones() {
     let app = hub_with_empty_periods().await;
     let plan = cached_plan(&app, spreader::SPREAD_SQL, "1000, 'tidings_outbox', 10000").await;
-    assert_reads_through(&plan, "events", &["txid_position_idx"], 2 * PERIODS);
+    assert_reads_through(&plan, "events", &["txid_position_idx", "pkey"], 2 * PERIODS);
 }
 
 #[tokio::test]

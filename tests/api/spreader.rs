@@ -322,7 +322,7 @@ async fn the_database_matches_patterns_exactly_as_the_documented_rule_says() {
             .map(|(_, id)| *id)
             .collect();
         expected.sort();
-        let matched = tidings::spreader::dry_run(&app.pool, topic).await.unwrap();
+        let matched = tidings::spreader::dry_run(&app.pool, topic, None).await.unwrap();
         assert_eq!(matched, expected, "subscriptions matching the topic {topic:?}");
     }
     app.stop().await;

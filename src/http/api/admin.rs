@@ -144,9 +144,24 @@ pub async fn dry_run(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let topic = crate::topic::Topic::parse(&query.topic).map_err(|e| ApiError::bad_request(format!("topic: {e}")))?;
-    let ids = crate::spreader::dry_run(&state.pool, topic.as_str()).await?;
+    dry_run_answer(&state, topic.as_str(), None).await
+}
+
+/// `POST /dry-run` with one event as `POST /events` takes it: which subscriptions it would be delivered to now,
+/// content filters applied to its tags and body. Writes nothing.
+pub async fn dry_run_sample(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let sample = super::publish::parse_sample(&body)?;
+    dry_run_answer(&state, sample.topic.as_str(), Some(&sample)).await
+}
+
+async fn dry_run_answer(
+    state: &AppState,
+    topic: &str,
+    sample: Option<&crate::events::NewEvent>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = crate::spreader::dry_run(&state.pool, topic, sample).await?;
     let subscriptions = crate::subscriptions::store::get_many(&state.pool, &ids).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "topic": topic.as_str(), "subscriptions": subscriptions })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "topic": topic, "subscriptions": subscriptions })))
 }
 
 /// `GET /spreader`: the log's head, the spreader's cursor and the lag between them.

@@ -12,7 +12,7 @@ use crate::{
     operations::{self, ReplayFrom},
     policies::{self, Policy},
     stats,
-    subscriptions::{headers::CustomHeaders, rate::RateLimit, request::HubSecret},
+    subscriptions::{filter::Filter, headers::CustomHeaders, rate::RateLimit, request::HubSecret},
 };
 
 fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
@@ -152,6 +152,24 @@ pub async fn set_headers(
 pub async fn remove_headers(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = subscription_id(&path)?;
     Ok(HttpResponse::Ok().json(operations::set_headers(&state.pool, id, &CustomHeaders::default()).await?))
+}
+
+/// `PUT /subscriptions/{id}/filter`: sets the subscription's content filter (the body is the filter).
+pub async fn set_filter(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| ApiError::bad_request("body: the filter is not UTF-8"))?;
+    let filter = Filter::parse(text).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    Ok(HttpResponse::Ok().json(operations::set_filter(&state.pool, id, Some(&filter)).await?))
+}
+
+/// `DELETE /subscriptions/{id}/filter`: removes the subscription's content filter.
+pub async fn remove_filter(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&path)?;
+    Ok(HttpResponse::Ok().json(operations::set_filter(&state.pool, id, None).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,6 +103,14 @@ impl EventInput {
     }
 }
 
+/// One event in the JSON publishers send (a sample for a dry run): checked like a publish, written nowhere.
+pub fn parse_sample(body: &[u8]) -> Result<NewEvent, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let input: EventInput = serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    input.into_event(None).map_err(ApiError::BadRequest)
+}
+
 /// `POST /events`: one event (an object) or a batch (`{"events": [...]}` or an array).
 #[tracing::instrument(skip_all)]
 pub async fn publish_json(

@@ -25,7 +25,15 @@ pub const TOPIC_NOT_ALLOWED: &str = "the topic is not open for subscription on t
 pub async fn request(state: &AppState, req: &HttpRequest, form: &Form, mode: &str) -> Result<HttpResponse, ApiError> {
     let mode = if mode == "subscribe" { Mode::Subscribe } else { Mode::Unsubscribe };
     let mut values = HashMap::new();
-    for key in ["hub.callback", "hub.topic", "hub.lease_seconds", "hub.secret", "hub.x-rate", "hub.x-rate-burst"] {
+    for key in [
+        "hub.callback",
+        "hub.topic",
+        "hub.lease_seconds",
+        "hub.secret",
+        "hub.x-rate",
+        "hub.x-rate-burst",
+        "hub.x-filter",
+    ] {
         if let Some(value) = form.one(key)? {
             values.insert(key, value.to_owned());
         }

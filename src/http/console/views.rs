@@ -193,6 +193,8 @@ pub struct SubscriptionPage {
     /// The custom headers' names ("X-Tenant, Authorization"), or "none"; values may be credentials, so the
     /// console never shows them.
     pub custom_headers: String,
+    /// The content filter as JSON, if any.
+    pub filter: Option<String>,
     pub created: When,
     pub updated: When,
     pub active: bool,

@@ -131,6 +131,7 @@ pub async fn subscription(
         } else {
             sub.headers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
         },
+        filter: sub.filter.as_ref().map(|f| f.0.to_string()),
         created: sub.created_at.into(),
         updated: sub.updated_at.into(),
         active: sub.state == "active",
