@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -144,10 +144,20 @@ impl Hub {
 
     /// Subscribes each receiver through WebSub (the deliverer verifies intent) and waits until all are active.
     pub async fn subscribe(&self, pool: &PgPool, receivers: &[&Receiver]) {
+        let plain: Vec<(&Receiver, Option<Value>)> = receivers.iter().map(|r| (*r, None)).collect();
+        self.subscribe_filtered(pool, &plain).await;
+    }
+
+    /// As `subscribe`, each receiver with its content filter (`hub.x-filter`) when it has one.
+    pub async fn subscribe_filtered(&self, pool: &PgPool, receivers: &[(&Receiver, Option<Value>)]) {
         let client = reqwest::Client::new();
-        for (n, receiver) in receivers.iter().enumerate() {
+        for (n, (receiver, filter)) in receivers.iter().enumerate() {
             let callback = receiver.url(&format!("/subscriber/{n}"));
-            let form = [("hub.mode", "subscribe"), ("hub.topic", TOPIC), ("hub.callback", callback.as_str())];
+            let mut form =
+                vec![("hub.mode", "subscribe".to_owned()), ("hub.topic", TOPIC.to_owned()), ("hub.callback", callback)];
+            if let Some(filter) = filter {
+                form.push(("hub.x-filter", filter.to_string()));
+            }
             let response = client.post(self.url("/")).form(&form).send().await.expect("subscribe");
             assert_eq!(response.status(), 202);
         }
@@ -198,7 +208,8 @@ impl Publisher {
             while !s.load(Ordering::Relaxed) {
                 tick.tick().await;
                 n += 1;
-                let body = json!({ "topic": TOPIC, "body": { "order": n } });
+                let parity = if n.is_multiple_of(2) { "even" } else { "odd" };
+                let body = json!({ "topic": TOPIC, "body": { "order": n, "parity": parity } });
                 let acked = match client.post(&url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => r
                         .json::<serde_json::Value>()
@@ -232,51 +243,78 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Accounting {
     pub events: usize,
+    /// Acknowledged events × the subscriptions whose filter each one matches.
     pub pairs: usize,
     pub delivered: usize,
     pub dead_with_attempts: usize,
     pub lost: usize,
     pub duplicates: usize,
+    /// Events delivered to a receiver whose filter they do not match.
+    pub unwanted: usize,
 }
+
+/// Which acknowledged events a receiver is owed, judged on the event's JSON body.
+pub type Wants<'a> = &'a dyn Fn(&Value) -> bool;
 
 /// Waits until every acknowledged event × subscriber is delivered or dead with its attempts recorded (or the
 /// limit passes), then counts. Every acknowledged event must be in the log.
 pub async fn account(pool: &PgPool, receivers: &[&Receiver], acknowledged: &[Uuid], limit: Duration) -> Accounting {
-    let in_log: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM events WHERE id = ANY($1)")
+    let every: Wants = &|_| true;
+    let owed: Vec<(&Receiver, Wants)> = receivers.iter().map(|r| (*r, every)).collect();
+    account_matching(pool, &owed, acknowledged, limit).await
+}
+
+/// As `account`, with each receiver owed only the events its filter matches; a delivery of any other event to
+/// it is counted as unwanted.
+pub async fn account_matching(
+    pool: &PgPool,
+    receivers: &[(&Receiver, Wants<'_>)],
+    acknowledged: &[Uuid],
+    limit: Duration,
+) -> Accounting {
+    let in_log: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT id, body FROM events WHERE id = ANY($1)")
         .bind(acknowledged)
         .fetch_all(pool)
         .await
         .unwrap();
     assert_eq!(in_log.len(), acknowledged.len(), "every acknowledged event is in the log");
+    let bodies: HashMap<Uuid, Value> =
+        in_log.into_iter().map(|(id, body)| (id, serde_json::from_slice(&body).unwrap_or(Value::Null))).collect();
+    let owed: Vec<Vec<Uuid>> = receivers
+        .iter()
+        .map(|(_, wants)| acknowledged.iter().copied().filter(|id| wants(&bodies[id])).collect())
+        .collect();
     let started = Instant::now();
     loop {
         let mut delivered = 0;
         let mut duplicates = 0;
-        let mut missing: Vec<(usize, Uuid)> = Vec::new();
-        for (n, receiver) in receivers.iter().enumerate() {
+        let mut unwanted = 0;
+        let mut missing: Vec<Uuid> = Vec::new();
+        for ((receiver, _), owed) in receivers.iter().zip(&owed) {
             let mut seen: HashMap<String, usize> = HashMap::new();
             for r in receiver.deliveries().into_iter().filter(|r| (200..300).contains(&r.status)) {
                 if let Some(id) = r.header("webhook-id") {
                     *seen.entry(id.to_owned()).or_default() += 1;
                 }
             }
-            for id in acknowledged {
-                match seen.get(&id.to_string()) {
-                    Some(&count) => {
+            for id in owed {
+                match seen.remove(&id.to_string()) {
+                    Some(count) => {
                         delivered += 1;
                         duplicates += count - 1;
                     }
-                    None => missing.push((n, *id)),
+                    None => missing.push(*id),
                 }
             }
+            unwanted +=
+                seen.keys().filter_map(|id| Uuid::parse_str(id).ok()).filter(|id| bodies.contains_key(id)).count();
         }
-        let ids: Vec<Uuid> = missing.iter().map(|(_, id)| *id).collect();
         let dead_with_attempts: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM outbox o JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
              WHERE e.id = ANY($1) AND o.state = 'dead'
                AND EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.outbox_id = o.id)",
         )
-        .bind(&ids)
+        .bind(&missing)
         .fetch_one(pool)
         .await
         .unwrap();
@@ -284,11 +322,12 @@ pub async fn account(pool: &PgPool, receivers: &[&Receiver], acknowledged: &[Uui
         if lost == 0 || started.elapsed() > limit {
             return Accounting {
                 events: acknowledged.len(),
-                pairs: acknowledged.len() * receivers.len(),
+                pairs: owed.iter().map(Vec::len).sum(),
                 delivered,
                 dead_with_attempts: dead_with_attempts as usize,
                 lost,
                 duplicates,
+                unwanted,
             };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -12,8 +12,9 @@ mod secrets;
 
 use std::time::Duration;
 
-use harness::{account, connect, fresh_database_url, Hub, Publisher, Role};
+use harness::{account, account_matching, connect, fresh_database_url, Hub, Publisher, Role, Wants};
 use receiver::Receiver;
+use serde_json::{json, Value};
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(5);
 
@@ -26,8 +27,8 @@ async fn subscribed_hub(database_url: &str, receivers: &[&Receiver]) -> (Hub, sq
 
 fn report(what: &str, a: &harness::Accounting) {
     println!(
-        "{what}: {} events acknowledged, {} deliveries owed, {} delivered, {} dead with attempts, {} lost, {} duplicates",
-        a.events, a.pairs, a.delivered, a.dead_with_attempts, a.lost, a.duplicates
+        "{what}: {} events acknowledged, {} deliveries owed, {} delivered, {} dead with attempts, {} lost, {} duplicates, {} unwanted",
+        a.events, a.pairs, a.delivered, a.dead_with_attempts, a.lost, a.duplicates, a.unwanted
     );
 }
 
@@ -90,6 +91,48 @@ async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicat
             .unwrap();
     assert_eq!(jobs, distinct, "no duplicate job");
     assert_eq!(jobs, events * 3, "one job per event and subscription: no gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_filters_a_killed_spreader_still_delivers_every_event_to_every_matching_subscription_only() {
+    let receivers: Vec<Receiver> = futures_util::future::join_all((0..3).map(|_| Receiver::start())).await;
+    let database_url = fresh_database_url();
+    let hub = Hub::start(&database_url, &[]).await;
+    let pool = connect(&database_url).await;
+    let even = json!({"field": "parity", "eq": "even"});
+    let odd_after_100 = json!({"and": [{"field": "order", "gt": 100}, {"not": {"field": "parity", "eq": "even"}}]});
+    let filters = [None, Some(even), Some(odd_after_100)];
+    let subscribed: Vec<(&Receiver, Option<Value>)> = receivers.iter().zip(filters).collect();
+    hub.subscribe_filtered(&pool, &subscribed).await;
+    let mut hub = hub;
+    let publisher = Publisher::start(hub.url("/events"), PUBLISH_EVERY);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hub.kill9(Role::Spreader);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hub.restart(Role::Spreader);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acknowledged = publisher.stop().await;
+    let every: Wants = &|_| true;
+    let even: Wants = &|b| b["parity"] == "even";
+    let odd_after_100: Wants = &|b| b["parity"] == "odd" && b["order"].as_u64().is_some_and(|n| n > 100);
+    let owed = [(&receivers[0], every), (&receivers[1], even), (&receivers[2], odd_after_100)];
+    let result = account_matching(&pool, &owed, &acknowledged, Duration::from_secs(60)).await;
+    report("spreader killed three times, two of three subscriptions filtered", &result);
+    assert!(result.events > 100, "the load ran");
+    assert!(result.pairs < result.events * 3, "the filters left events out");
+    assert_eq!(result.lost, 0, "{result:?}");
+    assert_eq!(result.unwanted, 0, "no subscription got an event its filter leaves out: {result:?}");
+    let (jobs, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (event_position, subscription_id)) FROM outbox WHERE kind = 'deliver'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, distinct, "no duplicate job");
+    assert_eq!(jobs as usize, result.pairs, "one job per event and matching subscription: no gap, none filtered out");
+    drop(hub);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
