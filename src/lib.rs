@@ -20,6 +20,7 @@ pub mod ops_server;
 pub mod outbox;
 pub mod partitions;
 pub mod policies;
+pub mod portal;
 pub mod retry;
 pub mod spreader;
 pub mod stats;

@@ -70,6 +70,19 @@ impl From<crate::operations::OperationError> for ApiError {
     }
 }
 
+/// A refused portal credential is a 403 that names nothing; an operator's link for a missing subscription 404.
+impl From<crate::portal::PortalError> for ApiError {
+    fn from(e: crate::portal::PortalError) -> Self {
+        match e {
+            crate::portal::PortalError::Refused => Self::Forbidden(e.to_string()),
+            crate::portal::PortalError::NoSubscription(_) => Self::NotFound(e.to_string()),
+            crate::portal::PortalError::Lifetime => Self::BadRequest(e.to_string()),
+            crate::portal::PortalError::Operation(e) => e.into(),
+            crate::portal::PortalError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -91,7 +91,7 @@ fn admin(route: Route) -> Route {
 
 /// Every route, one resource per path, so a known path with an unknown method answers 405.
 fn routes(cfg: &mut web::ServiceConfig) {
-    use api::{admin as query, deliveries, health, hub, operations, publish, subscriptions};
+    use api::{admin as query, deliveries, health, hub, operations, portal, publish, subscriptions};
     use web::{delete, get, post, put, resource};
     cfg.service(resource("/").route(post().to(hub::hub)))
         .service(resource("/healthz").route(get().to(health::healthz)))
@@ -129,6 +129,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(admin(put().to(operations::set_headers)))
                 .route(admin(delete().to(operations::remove_headers))),
         )
+        .service(resource("/subscriptions/{id}/portal-link").route(admin(post().to(portal::issue_link))))
+        // The subscriber portal: a signed link or a proof of the subscription's secret stands in for the admin token.
+        .service(resource("/portal").route(get().to(portal::log)))
+        .service(resource("/portal/nonce").route(post().to(portal::nonce)))
+        .service(resource("/portal/link").route(post().to(portal::redeem)))
+        .service(resource("/portal/redeliver-dead").route(post().to(portal::redeliver_dead)))
         .service(resource("/groups/{group_id}/progress").route(admin(get().to(operations::group_progress))))
         .service(resource("/stats").route(admin(get().to(operations::stats))))
         .service(

@@ -60,7 +60,7 @@ mod reset;
 
 pub use claim::{claim, next_due, Claimed, Job, Pace, Rooms, CLAIM_SQL};
 pub use enqueue::{enqueue_request, replay, Replayed, MAX_BULK};
-pub use read::{attempts, get, list, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
+pub use read::{attempts, attempts_of, get, list, recent, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
 pub use record::{record, Attempt, Next, Outcome, RECORD_SQL};
 pub use reset::{redeliver, redeliver_dead, release_held};
 

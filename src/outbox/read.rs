@@ -100,3 +100,40 @@ pub async fn attempts(pool: &PgPool, job_id: i64) -> Result<Vec<AttemptView>, sq
     .fetch_all(pool)
     .await
 }
+
+/// One subscription's jobs, newest first, with ids below `before`.
+pub async fn recent(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM outbox o LEFT JOIN events e ON e.position = o.event_position AND e.published_at = o.logged_at
+         WHERE o.subscription_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3"
+    ))
+    .bind(subscription_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The attempts of several jobs, each job's in order, with the job's id.
+pub async fn attempts_of(pool: &PgPool, job_ids: &[i64]) -> Result<Vec<(i64, AttemptView)>, sqlx::Error> {
+    let rows: Vec<JobAttempt> = sqlx::query_as(
+        "SELECT outbox_id, attempt, started_at, duration_ms, status_code, error_class, response_excerpt, outcome
+         FROM delivery_attempts WHERE outbox_id = ANY($1) ORDER BY outbox_id, id",
+    )
+    .bind(job_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.outbox_id, r.attempt)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct JobAttempt {
+    outbox_id: i64,
+    #[sqlx(flatten)]
+    attempt: AttemptView,
+}

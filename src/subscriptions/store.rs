@@ -562,6 +562,12 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, sqlx::
         .await
 }
 
+/// The subscription's current `hub.secret`, for checking a subscriber's proof that it holds it (outer None: no
+/// such subscription; inner None: it has no secret). Never shown by any API.
+pub async fn current_secret(pool: &PgPool, id: Uuid) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT secret FROM subscriptions WHERE id = $1").bind(id).fetch_optional(pool).await
+}
+
 pub async fn get_many(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Subscription>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ANY($1) ORDER BY id"))
         .bind(ids)

@@ -13,6 +13,7 @@ mod operational;
 mod operations;
 mod pacing;
 mod plans;
+mod portal;
 mod publish;
 mod rate_limit;
 mod read_replica;

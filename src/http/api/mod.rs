@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod health;
 pub mod hub;
 pub mod operations;
+pub mod portal;
 pub mod publish;
 pub mod subscriptions;
 

@@ -39,6 +39,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/console/subscriptions/{id}/redeliver-dead").route(post().to(pages::redeliver_dead)))
         .service(resource("/console/subscriptions/{id}/end").route(post().to(pages::end)))
         .service(resource("/console/subscriptions/{id}/enable").route(post().to(pages::enable)))
+        // The subscriber portal: opened by a signed link, not by a console session.
+        .service(resource("/console/subscriber").route(get().to(pages::subscriber)))
+        .service(resource("/console/subscriber/redeliver-dead").route(post().to(pages::subscriber_redeliver_dead)))
         .service(resource("/console/events").route(get().to(pages::events)))
         .service(resource("/console/events/{id}").route(get().to(pages::event)))
         .service(resource("/console/deliveries").route(get().to(pages::deliveries)))

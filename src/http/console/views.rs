@@ -324,3 +324,25 @@ pub struct DeliveryPage {
     pub can_redeliver: bool,
     pub attempts: Vec<AttemptRow>,
 }
+
+/// One of a subscriber's deliveries with its attempts.
+pub struct OwnDelivery {
+    pub delivery: DeliveryRow,
+    pub attempts: Vec<AttemptRow>,
+}
+
+#[derive(Template)]
+#[template(path = "console/subscriber.html")]
+pub struct SubscriberPage {
+    pub chrome: Chrome,
+    pub topic: String,
+    pub callback: String,
+    pub state: String,
+    pub state_class: &'static str,
+    pub expires: Option<When>,
+    pub deliveries: Vec<OwnDelivery>,
+    /// The link's token, carried by the page's form and its next-page link.
+    pub token: String,
+    pub can_redeliver: bool,
+    pub next: Option<String>,
+}

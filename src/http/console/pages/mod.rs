@@ -5,12 +5,14 @@ mod deliveries;
 mod events;
 mod login;
 mod overview;
+mod subscriber;
 mod subscriptions;
 
 pub use deliveries::{deliveries, delivery, redeliver};
 pub use events::{event, events};
 pub use login::{login, login_form, logout};
 pub use overview::{overview, topics};
+pub use subscriber::{subscriber, subscriber_redeliver_dead};
 pub use subscriptions::{enable, end, redeliver_dead, replay, subscription, subscriptions};
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
