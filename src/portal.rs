@@ -70,6 +70,15 @@ pub struct Link {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Link {
+    /// The portal page this link opens, under the hub's public URL.
+    pub fn url(&self, hub_url: &url::Url) -> Result<url::Url, url::ParseError> {
+        let mut url = hub_url.join("console/subscriber")?;
+        url.query_pairs_mut().append_pair("token", &self.token);
+        Ok(url)
+    }
+}
+
 /// A nonce for a subscriber to answer.
 #[derive(Debug, Clone)]
 pub struct Nonce {

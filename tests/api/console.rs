@@ -331,3 +331,78 @@ async fn long_lists_page_with_a_cursor() {
     assert!(rest.contains(">t50</a>") && rest.contains(">t59</a>") && !rest.contains(">t49</a>"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_operator_sets_a_filter_headers_a_rate_limit_and_a_secret_and_issues_a_portal_link_from_the_console() {
+    let app = spawn_app_with(test_config(), Roles::API).await;
+    let id = insert_subscription(&app.pool, "shop.orders", "http://127.0.0.1:1/hook", "active").await;
+    let browser = Browser::log_in(&app).await;
+    let page = format!("/console/subscriptions/{id}");
+    let stored = || async {
+        let s = app.admin_get(&format!("/subscriptions/{id}")).await;
+        s["subscription"].clone()
+    };
+
+    let set = browser.submit(&page, &format!("{page}/filter"), &[("filter", r#"{"tag": "paid"}"#)]).await;
+    assert_eq!(location(&set), format!("{page}?done=filter-set"));
+    assert_eq!(stored().await["filter"], json!({"tag": "paid"}));
+    let shown = browser.page(location(&set)).await;
+    assert!(shown.contains("The content filter is set") && shown.contains("paid"), "{shown}");
+    let bad = browser.submit(&page, &format!("{page}/filter"), &[("filter", r#"{"gt": 1}"#)]).await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("The content filter:"));
+    assert_eq!(stored().await["filter"], json!({"tag": "paid"}), "a bad filter changes nothing");
+    let removed = browser.submit(&page, &format!("{page}/filter"), &[("filter", "  ")]).await;
+    assert_eq!(location(&removed), format!("{page}?done=filter-removed"));
+    assert!(stored().await["filter"].is_null());
+
+    let lines = "X-Tenant: acme\r\nAuthorization: Bearer abc\r\n";
+    let set = browser.submit(&page, &format!("{page}/headers"), &[("headers", lines)]).await;
+    assert_eq!(location(&set), format!("{page}?done=headers-set"));
+    assert_eq!(stored().await["headers"], json!({"X-Tenant": "acme", "Authorization": "Bearer abc"}));
+    let shown = browser.page(&page).await;
+    assert!(shown.contains("X-Tenant") && !shown.contains("Bearer abc"), "header values are never shown");
+    let forbidden = browser.submit(&page, &format!("{page}/headers"), &[("headers", "Host: evil")]).await;
+    assert_eq!(forbidden.status(), 400);
+    assert_eq!(stored().await["headers"]["X-Tenant"], "acme", "a refused header changes nothing");
+
+    let set = browser.submit(&page, &format!("{page}/rate"), &[("per_second", "50"), ("burst", "5")]).await;
+    assert_eq!(location(&set), format!("{page}?done=rate-set"));
+    assert_eq!(
+        (stored().await["rate_per_second"].as_f64(), stored().await["rate_burst"].as_i64()),
+        (Some(50.0), Some(5))
+    );
+    let bad = browser.submit(&page, &format!("{page}/rate"), &[("per_second", "fast")]).await;
+    assert_eq!(bad.status(), 400);
+    let removed = browser.submit(&page, &format!("{page}/rate"), &[("per_second", ""), ("burst", "")]).await;
+    assert_eq!(location(&removed), format!("{page}?done=rate-removed"));
+    assert!(stored().await["rate_per_second"].is_null());
+
+    let empty = browser.submit(&page, &format!("{page}/secret"), &[("secret", "")]).await;
+    assert_eq!(empty.status(), 400, "the console never removes a secret by accident");
+    assert_eq!(stored().await["has_secret"], false);
+    let rotated = browser.submit(&page, &format!("{page}/secret"), &[("secret", "first"), ("grace_hours", "")]).await;
+    assert_eq!(location(&rotated), format!("{page}?done=secret-set"));
+    let rotated = browser.submit(&page, &format!("{page}/secret"), &[("secret", "second"), ("grace_hours", "2")]).await;
+    assert_eq!(location(&rotated), format!("{page}?done=secret-set"));
+    let after = stored().await;
+    assert_eq!(after["has_secret"], true);
+    let until: chrono::DateTime<chrono::Utc> = after["previous_secret_until"].as_str().unwrap().parse().unwrap();
+    let grace = until - chrono::Utc::now();
+    assert!(grace > chrono::Duration::minutes(119) && grace <= chrono::Duration::hours(2), "{grace}");
+    let too_long =
+        browser.submit(&page, &format!("{page}/secret"), &[("secret", "third"), ("grace_hours", "721")]).await;
+    assert_eq!(too_long.status(), 400);
+
+    let issued = browser.submit(&page, &format!("{page}/portal-link"), &[]).await;
+    assert_eq!(issued.status(), 200);
+    let html = issued.text().await.unwrap();
+    let at = html.find("/console/subscriber?token=").expect("the link is on the page");
+    let token = html[at + "/console/subscriber?token=".len()..].split('"').next().unwrap();
+    let opened = app.client.get(app.url("/console/subscriber")).query(&[("token", token)]).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(opened.text().await.unwrap().contains("http://127.0.0.1:1/hook"));
+    let without_csrf = browser.post(&format!("{page}/portal-link"), &[]).await;
+    assert_eq!(without_csrf.status(), 403);
+    app.stop().await;
+}

@@ -24,13 +24,9 @@ struct LinkView {
 }
 
 fn link_view(state: &AppState, link: Link) -> Result<LinkView, ApiError> {
-    let mut url = state
-        .config
-        .hub
-        .hub_url
-        .join("console/subscriber")
+    let url = link
+        .url(&state.config.hub.hub_url)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("TIDINGS_HUB_URL cannot hold the portal path: {e}")))?;
-    url.query_pairs_mut().append_pair("token", &link.token);
     Ok(LinkView {
         subscription_id: link.subscription_id,
         url: url.into(),

@@ -39,6 +39,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/console/subscriptions/{id}/redeliver-dead").route(post().to(pages::redeliver_dead)))
         .service(resource("/console/subscriptions/{id}/end").route(post().to(pages::end)))
         .service(resource("/console/subscriptions/{id}/enable").route(post().to(pages::enable)))
+        .service(resource("/console/subscriptions/{id}/filter").route(post().to(pages::set_filter)))
+        .service(resource("/console/subscriptions/{id}/headers").route(post().to(pages::set_headers)))
+        .service(resource("/console/subscriptions/{id}/rate").route(post().to(pages::set_rate)))
+        .service(resource("/console/subscriptions/{id}/secret").route(post().to(pages::set_secret)))
+        .service(resource("/console/subscriptions/{id}/portal-link").route(post().to(pages::portal_link)))
         // The subscriber portal: opened by a signed link, not by a console session.
         .service(resource("/console/subscriber").route(get().to(pages::subscriber)))
         .service(resource("/console/subscriber/redeliver-dead").route(post().to(pages::subscriber_redeliver_dead)))

@@ -346,3 +346,12 @@ pub struct SubscriberPage {
     pub can_redeliver: bool,
     pub next: Option<String>,
 }
+
+#[derive(Template)]
+#[template(path = "console/portal_link.html")]
+pub struct PortalLinkPage {
+    pub chrome: Chrome,
+    pub subscription_id: String,
+    pub url: String,
+    pub expires: When,
+}

@@ -5,6 +5,7 @@ mod deliveries;
 mod events;
 mod login;
 mod overview;
+mod settings;
 mod subscriber;
 mod subscriptions;
 
@@ -12,6 +13,7 @@ pub use deliveries::{deliveries, delivery, redeliver};
 pub use events::{event, events};
 pub use login::{login, login_form, logout};
 pub use overview::{overview, topics};
+pub use settings::{portal_link, set_filter, set_headers, set_rate, set_secret};
 pub use subscriber::{subscriber, subscriber_redeliver_dead};
 pub use subscriptions::{enable, end, redeliver_dead, replay, subscription, subscriptions};
 
@@ -118,6 +120,13 @@ fn flash(done: &Option<String>, n: &Option<String>) -> Option<String> {
         "redelivered-dead" => format!("{n} dead deliveries are back in the queue."),
         "replayed" => format!("Replay created {n} new deliveries."),
         "ended" => "The subscription is ended; it receives nothing more.".to_owned(),
+        "filter-set" => "The content filter is set; it applies to events spread from now on.".to_owned(),
+        "filter-removed" => "The content filter is removed: every event of the topic is delivered.".to_owned(),
+        "headers-set" => "The custom headers are replaced; the next delivery carries them.".to_owned(),
+        "headers-removed" => "The custom headers are removed.".to_owned(),
+        "rate-set" => "The rate limit is set; every deliverer keeps to it.".to_owned(),
+        "rate-removed" => "The rate limit is removed.".to_owned(),
+        "secret-set" => "The secret is replaced; the old one also signs until its grace period ends.".to_owned(),
         "enabled" => {
             "The subscription is active again; redeliver its dead deliveries to send what it missed.".to_owned()
         }

@@ -153,7 +153,12 @@ pub struct ReplayForm {
 }
 
 /// What every action on one subscription checks first: a session, its CSRF token, then the id in the path.
-async fn acting_on(state: &AppState, req: &HttpRequest, path: &str, csrf: &str) -> Result<Uuid, ConsoleError> {
+pub(super) async fn acting_on(
+    state: &AppState,
+    req: &HttpRequest,
+    path: &str,
+    csrf: &str,
+) -> Result<Uuid, ConsoleError> {
     let (_, session) = require_session(state, req).await?;
     check_csrf(&session, csrf)?;
     parse_uuid(path, "subscription id")
