@@ -196,3 +196,42 @@ test("the console is readable at phone width", async () => {
   }
   await page.context().close();
 });
+
+test("a subscriber opens its portal link, sees only its own deliveries and redelivers its dead ones", async () => {
+  const subscriptions = await admin(`/subscriptions?topic=shop.orders`);
+  const hook = subscriptions.subscriptions.find((s) => s.callback === `${callbackBase}/hook`);
+  const issued = await fetch(`${hub}/subscriptions/${hook.id}/portal-link`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(issued.status, 201, "the operator issues a link");
+  const link = await issued.json();
+
+  // No console session: the link alone opens the page, at phone width.
+  const page = await newPage({ width: 390, height: 844 });
+  await page.goto(link.url);
+  await page.getByRole("heading", { name: `Deliveries to ${callbackBase}/hook` }).waitFor();
+  assert.equal(await page.getByRole("link", { name: "Deliveries", exact: true }).count(), 0, "no console navigation");
+  const main = await page.locator("main").textContent();
+  assert.ok(!main.includes(`${callbackBase}/audit`) && !main.includes("shop.refunds"), "only its own subscription");
+  assert.match(main, /read-only for maintenance/, "the attempts show what the subscriber answered");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the portal does not scroll sideways (${overflow}px too wide)`);
+
+  const dead = () => page.locator("details > summary", { hasText: "dead" }).count();
+  assert.equal(await dead(), 2, "the two deliveries the operator left dead");
+  await page.getByRole("button", { name: "Redeliver dead deliveries" }).click();
+  await page.getByText("2 dead deliveries are back in the queue.").waitFor();
+  await eventually("the portal to show nothing dead", async () => {
+    await page.reload();
+    return (await dead()) === 0;
+  });
+
+  // A link with one character of its signature changed opens nothing.
+  const forged = link.url.replace(/.$/, (c) => (c === "A" ? "B" : "A"));
+  const refused = await page.goto(forged);
+  assert.equal(refused.status(), 403);
+  await page.getByText("This link is not valid").waitFor();
+  assert.ok(!(await page.locator("main").textContent()).includes(callbackBase), "nothing of the subscription shown");
+  await page.context().close();
+});
