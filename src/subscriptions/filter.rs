@@ -133,7 +133,7 @@ fn compile(node: &Value, at: &str, depth: usize, nodes: &mut usize) -> Result<St
     };
     let field =
         field.as_str().ok_or_else(|| refuse(at, "`field` takes a dot-separated path such as \"order.status\""))?;
-    let path = field_path(field).map_err(|reason| refuse(at, format!("field {field:?}: {reason}")))?;
+    let path = field_path(field, at)?;
     let tests: Vec<(&String, &Value)> = object.iter().filter(|(k, _)| k.as_str() != "field").collect();
     let [(test, operand)] = tests.as_slice() else {
         return Err(refuse(at, "a field node has one test: eq, in, exists, gt, gte, lt or lte"));
@@ -177,15 +177,16 @@ fn only(object: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<(), F
 }
 
 /// The jsonpath of a field under the body: every key quoted, so no key can be read as jsonpath syntax.
-fn field_path(field: &str) -> Result<String, String> {
+fn field_path(field: &str, at: &str) -> Result<String, FilterError> {
+    let refused = |reason: String| refuse(at, format!("field {field:?}: {reason}"));
     let keys: Vec<&str> = field.split('.').collect();
     if keys.len() > MAX_PATH_KEYS {
-        return Err(format!("at most {MAX_PATH_KEYS} keys"));
+        return Err(refused(format!("at most {MAX_PATH_KEYS} keys")));
     }
     let mut path = String::from("$.\"body\"");
     for key in keys {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
-            return Err(format!("each key is 1 to {MAX_KEY_BYTES} bytes without control characters"));
+            return Err(refused(format!("each key is 1 to {MAX_KEY_BYTES} bytes without control characters")));
         }
         path.push('.');
         path.push_str(&literal(&Value::from(key)));

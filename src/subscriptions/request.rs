@@ -83,8 +83,8 @@ pub enum RequestError {
     Topic(String),
     #[error("hub.lease_seconds must be a whole number of seconds")]
     Lease,
-    #[error("{0}")]
-    Secret(String),
+    #[error("hub.secret {0}")]
+    Secret(#[from] SecretError),
     #[error("hub.x-rate: {0}")]
     Rate(#[from] RateError),
     #[error("hub.x-header: {0}")]
@@ -93,18 +93,27 @@ pub enum RequestError {
     Filter(#[from] FilterError),
 }
 
+/// Why a `hub.secret` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("must be shorter than {MAX_SECRET_BYTES} bytes")]
+    TooLong,
+    #[error("must not contain control characters")]
+    Control,
+}
+
 /// A subscriber's HMAC secret; never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubSecret(String);
 
 impl HubSecret {
-    pub fn parse(raw: &str) -> Result<Option<Self>, String> {
+    pub fn parse(raw: &str) -> Result<Option<Self>, SecretError> {
         if raw.len() >= MAX_SECRET_BYTES {
-            return Err(format!("hub.secret must be shorter than {MAX_SECRET_BYTES} bytes"));
+            return Err(SecretError::TooLong);
         }
         // A NUL cannot be stored (PostgreSQL text) and no control character belongs in a shared secret.
         if raw.chars().any(char::is_control) {
-            return Err("hub.secret must not contain control characters".into());
+            return Err(SecretError::Control);
         }
         Ok((!raw.is_empty()).then(|| Self(raw.to_owned())))
     }
@@ -176,7 +185,7 @@ impl SubscriptionRequest {
             Some(raw) => Some(raw.parse::<u64>().map_err(|_| RequestError::Lease)?),
         };
         let secret = match (mode, get("hub.secret")) {
-            (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw).map_err(RequestError::Secret)?,
+            (Mode::Subscribe, Some(raw)) => HubSecret::parse(&raw)?,
             _ => None,
         };
         let rate = match mode {
@@ -224,7 +233,7 @@ mod tests {
     #[test]
     fn a_secret_with_a_nul_or_line_break_is_refused() {
         for raw in ["sec\0ret", "secret\r\nX: y", "\u{7f}"] {
-            assert!(HubSecret::parse(raw).unwrap_err().contains("control"), "{raw:?}");
+            assert_eq!(HubSecret::parse(raw).unwrap_err(), SecretError::Control, "{raw:?}");
         }
         assert!(HubSecret::parse("a perfectly fine secret, with spaces: é").unwrap().is_some());
     }
