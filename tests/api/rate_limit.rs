@@ -70,6 +70,10 @@ async fn a_rate_limited_subscription_is_never_sent_faster_than_its_limit_by_two_
     .await;
     let bodies: std::collections::BTreeSet<_> = limited.deliveries().into_iter().map(|d| d.body).collect();
     assert_eq!(bodies.len(), 300, "each event once, none lost");
+    // A subscriber sees a request before the deliverer records it; a job leaves `pending` in the statement that
+    // records its attempt, so once none is pending every attempt is counted.
+    let pending = "SELECT count(*) FROM outbox WHERE kind = 'deliver' AND state = 'pending'";
+    app.wait_for_count(Duration::from_secs(10), "every attempt recorded", pending, 0).await;
     let attempts = app
         .count("SELECT count(*) FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id WHERE o.kind = 'deliver'")
         .await;
