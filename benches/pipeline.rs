@@ -46,7 +46,8 @@ struct Args {
     /// Scenarios to run, comma-separated: fanout1, fanout10, fanout100 (maximum rate), steady (fixed rate, fan-out
     /// 1), ten (fixed rate, ten fast subscribers), slow (fixed rate, ten subscribers of which one answers after 2 s),
     /// limited (as slow, and one more of the ten rate-limited to --limit per second, with at least two deliverer
-    /// processes). `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
+    /// processes), thinping (maximum rate, fan-out 1, WebSub thin pings: the hub fetches a topic URL per ping;
+    /// latency from the fetch). `soak` (one long run at --soak-rate, reported per window) runs on its own and is not among the defaults.
     #[arg(long, value_delimiter = ',', default_value = "fanout1,fanout10,fanout100,steady,ten,slow,limited")]
     scenario: Vec<String>,
     /// Seconds of publishing per run.
@@ -129,6 +130,8 @@ struct Scenario {
     slow: bool,
     /// The one before the slow one is rate-limited, and at least two deliverers run.
     limited: bool,
+    /// Thin pings instead of events: the publisher names a topic URL the hub fetches.
+    thin: bool,
 }
 
 impl Scenario {
@@ -150,21 +153,22 @@ impl Scenario {
 }
 
 fn scenario(name: &str) -> anyhow::Result<Scenario> {
-    let (fanout, fixed_rate, slow, limited) = match name {
-        "fanout1" => (1, false, false, false),
-        "fanout10" => (10, false, false, false),
-        "fanout100" => (100, false, false, false),
-        "steady" => (1, true, false, false),
-        "ten" => (10, true, false, false),
-        "slow" => (10, true, true, false),
-        "limited" => (10, true, true, true),
+    let (fanout, fixed_rate, slow, limited, thin) = match name {
+        "fanout1" => (1, false, false, false, false),
+        "fanout10" => (10, false, false, false, false),
+        "fanout100" => (100, false, false, false, false),
+        "steady" => (1, true, false, false, false),
+        "ten" => (10, true, false, false, false),
+        "slow" => (10, true, true, false, false),
+        "limited" => (10, true, true, true, false),
+        "thinping" => (1, false, false, false, true),
         other => bail!("unknown scenario `{other}`"),
     };
-    let name = ["fanout1", "fanout10", "fanout100", "steady", "ten", "slow", "limited"]
+    let name = ["fanout1", "fanout10", "fanout100", "steady", "ten", "slow", "limited", "thinping"]
         .into_iter()
         .find(|n| *n == name)
         .expect("listed above");
-    Ok(Scenario { name, fanout, fixed_rate, slow, limited })
+    Ok(Scenario { name, fanout, fixed_rate, slow, limited, thin })
 }
 
 fn load(args: &Args, sc: Scenario, duration: f64) -> Load {
@@ -198,10 +202,19 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let hub = Hub::start(&variant.bins, &args.database_server, database, &variant.env, deliverers, &logs).await?;
     let client = publisher::client();
     let limited = sc.limited_at().map(|at| (at, args.limit));
-    hub.subscribe(&client, TOPIC, &receivers.urls, limited, || receivers.recorder.verified()).await?;
+    // A thin ping's topic is a URL the hub fetches: the receivers' feed.
+    let topic = match receivers.urls.first().and_then(|u| u.rsplit_once("/s/")) {
+        Some((origin, _)) if sc.thin => format!("{origin}/feed"),
+        _ => TOPIC.to_owned(),
+    };
+    hub.subscribe(&client, &topic, &receivers.urls, limited, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
     let bytes_before = hub::database_bytes(&mut db).await?;
-    let target = Target::Hub { url: format!("{}/events/raw?topic={TOPIC}", hub.api) };
+    let target = if sc.thin {
+        Target::ThinPing { url: format!("{}/", hub.api), topic }
+    } else {
+        Target::Hub { url: format!("{}/events/raw?topic={TOPIC}", hub.api) }
+    };
     let published = publisher::run(client, target, load(args, sc, args.duration)).await;
     let recorder = receivers.recorder.clone();
     let expected = published.accepted.len() as u64 * recorder.measured_count() as u64;

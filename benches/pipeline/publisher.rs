@@ -21,6 +21,9 @@ pub enum Target {
     Hub { url: String },
     /// The same body POSTed to every URL; accepted when all answer 2xx.
     Direct { urls: Vec<String> },
+    /// A WebSub thin ping, `POST {api}/` with `hub.mode=publish&hub.url={topic}`; accepted on 202 (the hub then
+    /// fetches the topic).
+    ThinPing { url: String, topic: String },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +97,11 @@ async fn send(client: &reqwest::Client, target: &Target, seq: u64, ledger: &dyn 
         Target::Hub { url } => {
             let response = client.post(url).header("content-type", "text/plain").body(payload).send().await;
             matches!(response, Ok(r) if r.status().as_u16() == 201)
+        }
+        Target::ThinPing { url, topic } => {
+            let form = [("hub.mode", "publish"), ("hub.url", topic.as_str())];
+            let response = client.post(url).form(&form).send().await;
+            matches!(response, Ok(r) if r.status().as_u16() == 202)
         }
         Target::Direct { urls } => {
             let sends = urls.iter().map(|u| {

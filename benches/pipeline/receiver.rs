@@ -1,7 +1,8 @@
 //! Receivers: subscribers on 127.0.0.1, one port each (so each is its own callback host to the hub), served by one
 //! keep-alive HTTP/1.1 worker thread. They echo the verification challenge, answer every delivery with 204 at
 //! once (or after a delay, for the slow subscriber), and count each (event, subscriber) pair they see (one byte
-//! per event and subscriber). The slow and the rate-limited subscriber are not measured; the limited one keeps the
+//! per event and subscriber). `GET /feed` on any receiver's port is a topic for thin pings: each fetch answers
+//! a body numbered by the fetches so far and stamped with the fetch time. The slow and the rate-limited subscriber are not measured; the limited one keeps the
 //! arrival time of each first delivery, to tell the rate it was sent at. Latencies are either all kept, for exact percentiles over a short run, or counted
 //! per window in histograms (the soak), which keeps them bounded however long the run.
 
@@ -180,6 +181,8 @@ pub struct Receivers {
 struct Shared {
     recorder: Arc<Recorder>,
     slow_for: Duration,
+    /// Fetches of `/feed` so far: the number the next one's body carries.
+    fetches: AtomicU64,
 }
 
 /// Starts `count` receivers keeping every latency; subscriber `slow` (if any) answers deliveries only after
@@ -207,7 +210,7 @@ fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {
         .enumerate()
         .map(|(i, l)| Ok(format!("http://127.0.0.1:{}/s/{i}", l.local_addr()?.port())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let shared = Arc::new(Shared { recorder: recorder.clone(), slow_for });
+    let shared = Arc::new(Shared { recorder: recorder.clone(), slow_for, fetches: AtomicU64::new(0) });
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("receivers".into()).spawn(move || {
         let system = actix_web::rt::System::new();
@@ -215,6 +218,7 @@ fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {
             let mut server = HttpServer::new(move || {
                 App::new()
                     .app_data(web::Data::from(shared.clone()))
+                    .route("/feed", web::get().to(feed))
                     .route("/s/{i}", web::get().to(verify))
                     .route("/s/{i}", web::post().to(deliver))
             })
@@ -249,6 +253,13 @@ impl Receivers {
 
 fn index(req: &HttpRequest) -> usize {
     req.match_info().get("i").and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
+}
+
+/// The thin-ping topic: one numbered body per fetch, in the form the publisher's events take, so the receivers
+/// count fetched events as they count published ones (latency then runs from the fetch).
+async fn feed(shared: web::Data<Shared>) -> HttpResponse {
+    let seq = shared.fetches.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Ok().content_type("text/plain").body(body(seq, now_ns()))
 }
 
 async fn verify(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
