@@ -187,14 +187,7 @@ async fn many_subscriptions(args: &Args) {
     let _ = tokio::time::timeout(Duration::from_secs(10), running.wait()).await;
     let spreader = Spreader::new(pool.clone(), 1000);
     let t = Instant::now();
-    let mut jobs = 0;
-    loop {
-        match spreader.try_spread_batch().await.unwrap() {
-            Step::Spread { events: 0, .. } => break,
-            Step::Spread { jobs: j, .. } => jobs += j,
-            Step::Busy => unreachable!("one spreader"),
-        }
-    }
+    let jobs = spread_everything(&spreader).await;
     let took = t.elapsed();
     println!(
         "spread 1000 events into {jobs} jobs in {:.1} ms ({:.0} jobs/s)",
@@ -247,14 +240,7 @@ async fn filtered_spreading(args: &Args) {
             tidings::events::append(&pool, &[event]).await.unwrap();
         }
         let t = Instant::now();
-        let mut jobs = 0;
-        loop {
-            match spreader.try_spread_batch().await.unwrap() {
-                Step::Spread { events: 0, .. } => break,
-                Step::Spread { jobs: j, .. } => jobs += j,
-                Step::Busy => unreachable!("one spreader"),
-            }
-        }
+        let jobs = spread_everything(&spreader).await;
         let took = t.elapsed().as_secs_f64();
         let expected = EVENTS * (total - filtered) + (EVENTS / 2) * filtered;
         assert_eq!(jobs, expected, "every matching subscription, and only those");
@@ -267,6 +253,18 @@ async fn filtered_spreading(args: &Args) {
         );
     }
     pool.close().await;
+}
+
+/// Spreads batch after batch until the log has nothing left to spread; the jobs written.
+async fn spread_everything(spreader: &Spreader) -> i64 {
+    let mut jobs = 0;
+    loop {
+        match spreader.try_spread_batch().await.unwrap() {
+            Step::Spread { events: 0, .. } => return jobs,
+            Step::Spread { jobs: j, .. } => jobs += j,
+            Step::Busy => unreachable!("one spreader"),
+        }
+    }
 }
 
 /// Receivers on 127.0.0.1 that count deliveries per subscriber (the path's last number) and answer 204 at once.

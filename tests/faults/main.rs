@@ -59,13 +59,8 @@ async fn a_deliverer_killed_mid_batch_and_restarted_loses_no_delivery() {
     assert_eq!(result.lost, 0, "{result:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicate_job() {
-    let receivers: Vec<Receiver> = futures_util::future::join_all((0..3).map(|_| Receiver::start())).await;
-    let refs: Vec<&Receiver> = receivers.iter().collect();
-    let database_url = fresh_database_url();
-    let (mut hub, pool) = subscribed_hub(&database_url, &refs).await;
-    let publisher = Publisher::start(hub.url("/events"), PUBLISH_EVERY);
+/// While the publisher runs: SIGKILL the spreader and restart it, three times, half a second apart.
+async fn kill_the_spreader_three_times(hub: &mut Hub) {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         hub.kill9(Role::Spreader);
@@ -73,6 +68,16 @@ async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicat
         hub.restart(Role::Spreader);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicate_job() {
+    let receivers: Vec<Receiver> = futures_util::future::join_all((0..3).map(|_| Receiver::start())).await;
+    let refs: Vec<&Receiver> = receivers.iter().collect();
+    let database_url = fresh_database_url();
+    let (mut hub, pool) = subscribed_hub(&database_url, &refs).await;
+    let publisher = Publisher::start(hub.url("/events"), PUBLISH_EVERY);
+    kill_the_spreader_three_times(&mut hub).await;
     let acknowledged = publisher.stop().await;
     let result = account(&pool, &refs, &acknowledged, Duration::from_secs(60)).await;
     report("spreader killed three times", &result);
@@ -97,22 +102,15 @@ async fn a_spreader_killed_mid_batch_and_restarted_leaves_no_gap_and_no_duplicat
 async fn with_filters_a_killed_spreader_still_delivers_every_event_to_every_matching_subscription_only() {
     let receivers: Vec<Receiver> = futures_util::future::join_all((0..3).map(|_| Receiver::start())).await;
     let database_url = fresh_database_url();
-    let hub = Hub::start(&database_url, &[]).await;
+    let mut hub = Hub::start(&database_url, &[]).await;
     let pool = connect(&database_url).await;
     let even = json!({"field": "parity", "eq": "even"});
     let odd_after_100 = json!({"and": [{"field": "order", "gt": 100}, {"not": {"field": "parity", "eq": "even"}}]});
     let filters = [None, Some(even), Some(odd_after_100)];
     let subscribed: Vec<(&Receiver, Option<Value>)> = receivers.iter().zip(filters).collect();
     hub.subscribe_filtered(&pool, &subscribed).await;
-    let mut hub = hub;
     let publisher = Publisher::start(hub.url("/events"), PUBLISH_EVERY);
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        hub.kill9(Role::Spreader);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        hub.restart(Role::Spreader);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill_the_spreader_three_times(&mut hub).await;
     let acknowledged = publisher.stop().await;
     let every: Wants = &|_| true;
     let even: Wants = &|b| b["parity"] == "even";

@@ -1,9 +1,14 @@
 //! A subscription's settings, set by the operator from its page: the content filter, custom headers, rate limit
 //! and secret (through the same operations as the admin API), and a portal link to hand to its subscriber.
 
-use super::subscriptions::acting_on;
+use super::subscriptions::{acting_in_session, acting_on};
 use super::*;
 use crate::subscriptions::{filter::Filter, headers::CustomHeaders, rate::RateLimit, request::HubSecret};
+
+/// Back to the subscription's page, with the notice of what was done.
+fn back(id: Uuid, done: &str) -> Page {
+    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done={done}")))
+}
 
 #[derive(Debug, Deserialize)]
 pub struct FilterForm {
@@ -25,7 +30,7 @@ pub async fn set_filter(
         .transpose()?;
     operations::set_filter(&state.pool, id, filter.as_ref()).await?;
     let done = if filter.is_some() { "filter-set" } else { "filter-removed" };
-    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done={done}")))
+    back(id, done)
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +60,7 @@ pub async fn set_headers(
     };
     operations::set_headers(&state.pool, id, &headers).await?;
     let done = if headers.is_empty() { "headers-removed" } else { "headers-set" };
-    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done={done}")))
+    back(id, done)
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,7 +83,7 @@ pub async fn set_rate(
         .map_err(|e| ConsoleError::bad_request(format!("The rate limit: {e}.")))?;
     operations::set_rate(&state.pool, id, rate).await?;
     let done = if rate.is_some() { "rate-set" } else { "rate-removed" };
-    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done={done}")))
+    back(id, done)
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +120,7 @@ pub async fn set_secret(
         },
     };
     operations::set_secret(&state.pool, id, Some(&secret), grace).await?;
-    Err(ConsoleError::SeeOther(format!("/console/subscriptions/{id}?done=secret-set")))
+    back(id, "secret-set")
 }
 
 /// `POST /console/subscriptions/{id}/portal-link`: a page with a link to the subscription's own delivery log,
@@ -126,8 +131,7 @@ pub async fn portal_link(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Page {
-    let id = acting_on(&state, &req, &path, &form.csrf).await?;
-    let (_, session) = require_session(&state, &req).await?;
+    let (id, session) = acting_in_session(&state, &req, &path, &form.csrf).await?;
     let link = match crate::portal::issue_link(&state.pool, id, None).await {
         Ok(link) => link,
         Err(crate::portal::PortalError::NoSubscription(id)) => {

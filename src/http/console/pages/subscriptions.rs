@@ -159,9 +159,19 @@ pub(super) async fn acting_on(
     path: &str,
     csrf: &str,
 ) -> Result<Uuid, ConsoleError> {
+    Ok(acting_in_session(state, req, path, csrf).await?.0)
+}
+
+/// [`acting_on`], also handing back the session, for an action that renders a page of its own.
+pub(super) async fn acting_in_session(
+    state: &AppState,
+    req: &HttpRequest,
+    path: &str,
+    csrf: &str,
+) -> Result<(Uuid, session::Session), ConsoleError> {
     let (_, session) = require_session(state, req).await?;
     check_csrf(&session, csrf)?;
-    parse_uuid(path, "subscription id")
+    Ok((parse_uuid(path, "subscription id")?, session))
 }
 
 /// `POST /console/subscriptions/{id}/replay`: new deliveries for what it matched since a time.
