@@ -10,8 +10,7 @@
 //!   a fraction ([`LEASE_FRACTION_AHEAD`]) of the lease at the pace of its recent requests: at least
 //!   [`FLOOR_FACTOR`] times its in-flight limit, at most [`CEILING_FACTOR`] times, and never more than its share of
 //!   the claim cap among the busy hosts and one more, so some is always left for a host with none claimed yet. At
-//!   that number it is saturated: the next claim takes none of its jobs, and pushes its due ones back to its pace
-//!   when its claimed jobs alone keep it busy for [`PACE_AFTER`].
+//!   that number it is saturated: the next claim takes none of its jobs and does not read them.
 
 use std::{
     collections::HashMap,
@@ -42,10 +41,6 @@ pub const FLOOR_FACTOR: usize = 2;
 
 /// …and at most this many times.
 pub const CEILING_FACTOR: usize = 8;
-
-/// A saturated host whose claimed jobs keep it busy at least this long has its due jobs pushed back to its pace,
-/// so that claims meanwhile do not read past them; a host that is free again sooner keeps them due.
-pub const PACE_AFTER: Duration = Duration::from_secs(1);
 
 /// Beyond this many hosts remembered, those with nothing claimed are forgotten (their pace is relearnt).
 const HOSTS_REMEMBERED: usize = 10_000;
@@ -150,14 +145,10 @@ impl Admission {
     }
 
     /// How many more jobs the next claim may take of each host: hosts with jobs claimed get what their limit
-    /// leaves (saturated at none, and paced when they stay busy), any other host one in-flight limit.
+    /// leaves (saturated at none), any other host one in-flight limit.
     pub fn rooms(&self) -> outbox::Rooms {
         let busy = self.busy_hosts.load(Ordering::Relaxed);
-        let mut rooms = outbox::Rooms {
-            per_host: self.limits.in_flight as i64,
-            pace_horizon: self.limits.lease / LEASE_FRACTION_AHEAD,
-            ..Default::default()
-        };
+        let mut rooms = outbox::Rooms { per_host: self.limits.in_flight as i64, ..Default::default() };
         let hosts = self.hosts.lock().expect("host map lock");
         for (name, host) in hosts.iter() {
             let claimed = host.claimed.load(Ordering::Relaxed);
@@ -165,12 +156,7 @@ impl Admission {
                 continue;
             }
             match host.claim_limit(self.limits, busy).saturating_sub(claimed) {
-                0 => {
-                    if let Some(pace) = host.pace(name, claimed, self.limits) {
-                        rooms.paced.push(pace);
-                    }
-                    rooms.saturated.push(name.clone())
-                }
+                0 => rooms.saturated.push(name.clone()),
                 room => {
                     rooms.hosts.push(name.clone());
                     rooms.rooms.push(room as i64);
@@ -242,19 +228,6 @@ impl Host {
                 in_time.clamp(floor as u128, ceiling as u128) as usize
             }
         }
-    }
-
-    /// Where a saturated host's due jobs go while its claimed jobs keep it busy for at least [`PACE_AFTER`]:
-    /// one every request duration over its in-flight limit, the first when it is down to half its claimed jobs
-    /// (when the loop claims for it again). None for a host whose pace is not known yet or that is soon free.
-    fn pace(&self, name: &str, claimed: usize, limits: Limits) -> Option<outbox::Pace> {
-        let latency = self.latency_us.load(Ordering::Relaxed);
-        if latency == 0 {
-            return None;
-        }
-        let every = Duration::from_micros(latency) / limits.in_flight.max(1) as u32;
-        let busy_for = every * claimed as u32;
-        (busy_for >= PACE_AFTER).then(|| outbox::Pace { host: name.to_owned(), first: busy_for / 2, every })
     }
 
     /// Counts one finished request in the moving average: a slower one weighs half, a faster one an eighth, so

@@ -74,19 +74,6 @@ fn a_host_below_its_claim_limit_gets_what_it_leaves_and_an_unknown_host_one_in_f
     assert_eq!((rooms.hosts, rooms.rooms), (vec!["a.example".to_owned()], vec![7]), "twice 4, less the one claimed");
 }
 
-#[test]
-fn a_saturated_host_that_stays_busy_past_the_pace_threshold_is_paced_at_its_request_duration() {
-    let admission = Admission::new(Limits::new(16, 2, Duration::from_secs(35)));
-    let tickets: Vec<_> = (0..8).map(|_| admission.admit("slow.example").expect("room")).collect();
-    assert!(admission.rooms().paced.is_empty(), "no pace before a request finished");
-    tickets[0].observe(Duration::from_secs(2));
-    let rooms = admission.rooms();
-    assert_eq!(rooms.saturated, vec!["slow.example".to_owned()]);
-    let pace = &rooms.paced[0];
-    assert_eq!(pace.every, Duration::from_secs(1), "2 s a request, two at a time");
-    assert_eq!(pace.first, Duration::from_secs(4), "half of the 8 s its eight claimed jobs keep it busy");
-}
-
 #[tokio::test]
 async fn a_ticket_starts_only_while_its_host_has_a_free_permit() {
     let admission = Admission::new(Limits::new(8, 1, Duration::from_secs(35)));

@@ -5,7 +5,7 @@
 //! [`Deliverer::run_until_stopped`] claims continuously, waking on `NOTIFY tidings_outbox` with a timed fallback
 //! for scheduled retries; and the binaries that call it.
 //!
-//! Isolation and batching: [`admission`] (requests in flight in all and per host, jobs claimed per host, pacing).
+//! Isolation and batching: [`admission`] (requests in flight in all and per host, jobs claimed per host).
 //! A job still waiting for its host after half the lease is put back untouched (when a host turns slow), so no
 //! claimed job starts once another deliverer could claim it.
 //! Failure policy: a database error backs off and retries; an outcome that cannot be recorded leaves its job
@@ -54,6 +54,8 @@ pub struct Deliverer<T: Transport> {
     ctx: Arc<Context<T>>,
     config: DeliveryConfig,
     admission: Arc<Admission>,
+    /// Where the last claim's walk over subscriptions stopped: the next one goes on from there.
+    walked_to: std::sync::Mutex<Uuid>,
 }
 
 impl<T: Transport> Deliverer<T> {
@@ -68,7 +70,7 @@ impl<T: Transport> Deliverer<T> {
             metrics: Metrics::new(),
         };
         let limits = Limits::new(config.concurrency as usize, config.host_concurrency as usize, lease_for(&config));
-        Self { ctx: Arc::new(ctx), admission: Admission::new(limits), config }
+        Self { ctx: Arc::new(ctx), admission: Admission::new(limits), config, walked_to: Default::default() }
     }
 
     /// Counts into these metrics instead of a private registry.
@@ -88,7 +90,9 @@ impl<T: Transport> Deliverer<T> {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
-        let claimed = outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.admission.rooms()).await?;
+        let from = *self.walked_to.lock().expect("cursor lock");
+        let claimed = outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.admission.rooms(), from).await?;
+        *self.walked_to.lock().expect("cursor lock") = claimed.walked_to;
         self.ctx.metrics.delivery_throttled.inc_by(claimed.throttled as u64);
         Ok(claimed.jobs)
     }

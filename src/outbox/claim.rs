@@ -1,17 +1,20 @@
 //! Claiming due jobs: one statement picks, locks and leases them, within each callback host's room.
 //!
-//! Claim: one statement reads due pending jobs (four times the limit, without locking them), picks for each
-//! callback host at most the room the caller gives it (`per_host` for a host it has nothing of, none for a
-//! host it reports saturated), and locks only the picked ones with `FOR UPDATE SKIP LOCKED` (rechecking that each
-//! is still unfinished and due, so a job another deliverer claimed meanwhile drops out): a lock is written for
-//! each job taken, never for a candidate left behind. It pushes their `due_at` forward by the lease. The claim
-//! commits before any network call; a worker that dies simply lets the lease run out and the job comes due again.
-//! It commits with `synchronous_commit = off`: a lost claim means the job is attempted again, never lost.
+//! Claim: one statement finds due pending jobs subscription by subscription, picks for each callback host at most
+//! the room the caller gives it (`per_host` for a host it has nothing of, none for a host it reports saturated),
+//! and locks only the picked ones with `FOR UPDATE SKIP LOCKED` (rechecking that each is still unfinished and
+//! due, so a job another deliverer claimed meanwhile drops out): a lock is written for each job taken, never for a
+//! candidate left behind. It pushes their `due_at` forward by the lease. The claim commits before any network
+//! call; a worker that dies simply lets the lease run out and the job comes due again. It commits with
+//! `synchronous_commit = off`: a lost claim means the job is attempted again, never lost.
 //!
-//! Pacing: a saturated host's due jobs would sit at the head of the due-job index and every claim would read past
-//! them. The same statement pushes the due jobs of a paced host back to the times its pace lets it reach them,
-//! so the head of the index holds only jobs some host can take. A push is not an attempt; it is bounded by the
-//! caller's horizon, so a host that recovers has its whole backlog due again within that horizon.
+//! Isolation: a saturated host's backlog is the oldest set of due jobs, so a claim that read due jobs in due order
+//! would read past all of it to find anyone else's. Instead the claim walks the subscriptions that have pending
+//! jobs (a bounded number of steps, each one index descent to the next `subscription_id`, going on where the
+//! caller's last claim stopped, so every subscription gets its turn) and reads only the jobs of subscriptions whose
+//! host has room, through `outbox (subscription_id, due_at, id)`: a saturated host's subscription costs one step,
+//! whatever its backlog. A short read of the due-job index's head, bounded however much of it is a saturated
+//! host's, finds due jobs at once when most subscriptions have only later retries.
 //!
 //! Rate limits: of a rate-limited subscription's locked deliveries, the statement leases only as many as its
 //! limit lets start now (a generic cell rate algorithm over `delivery_throttles`, whose row it updates under the
@@ -22,7 +25,7 @@
 //! backlog. Verifications and denial notices are never limited.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{postgres::PgRow, PgPool, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -57,24 +60,52 @@ pub struct Job {
 }
 
 /// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
-/// and `$3` for any other callback host. Among the first due jobs (as many as the candidates), those of each paced
-/// host `$7[i]` (a saturated host whose claimed jobs alone keep it busy for a while) are pushed back to its pace:
-/// its `n`-th to `$8[i] + (n - 1) * $9[i]` seconds from now, at most `$10` seconds; pushing back is not an attempt
-/// (`attempts` is unchanged). A rate-limited subscription's deliveries beyond what its limit grants now are pushed
-/// back the same way, to when it will, and returned with `throttled` set.
+/// and `$3` for any other callback host. The candidates are the first due jobs of the subscriptions a walk visits
+/// (`$8` steps at most, each the next subscription with pending jobs after the last, from the one after `$7`,
+/// wrapping round once), skipping saturated hosts' subscriptions without reading their jobs, and the first `$8`
+/// jobs of the due-job index (found at once when most subscriptions have only later retries). A rate-limited
+/// subscription's deliveries beyond what its limit grants now are pushed back to when it will, unattempted
+/// (`attempts` is unchanged), and returned with `throttled` set. Every row carries `walked_to`, the last
+/// subscription the walk visited (the next claim's `$7`); with nothing claimed, one row carries it alone.
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
-pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    candidates AS (
-        SELECT o.id, o.logged_at, o.kind, o.subscription_id, s.callback_host, s.rate_per_second, s.rate_burst
-        FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
-        WHERE o.state = 'pending' AND o.due_at <= now() AND s.callback_host <> ALL($4::text[])
-        ORDER BY o.due_at, o.id LIMIT $1 * 4
+pub const CLAIM_SQL: &str = "WITH RECURSIVE relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    walk (subscription_id, step, wrapped) AS (
+        SELECT $7::uuid, 0, false
+        UNION ALL
+        SELECT coalesce(n.next, CASE WHEN NOT w.wrapped THEN (SELECT o.subscription_id FROM outbox o
+                   WHERE o.state = 'pending' ORDER BY o.subscription_id LIMIT 1) END),
+               w.step + 1, w.wrapped OR n.next IS NULL
+        FROM walk w CROSS JOIN LATERAL (SELECT (SELECT o.subscription_id FROM outbox o
+                 WHERE o.state = 'pending' AND o.subscription_id > w.subscription_id
+                 ORDER BY o.subscription_id LIMIT 1) AS next) n
+        WHERE w.step < $8 AND w.subscription_id IS NOT NULL AND NOT (w.wrapped AND w.subscription_id >= $7)
+    ), walked AS MATERIALIZED (
+        SELECT w.subscription_id, w.step FROM walk w
+        WHERE w.step > 0 AND w.subscription_id IS NOT NULL AND NOT (w.wrapped AND w.subscription_id > $7)
+    ), rooms AS (
+        SELECT host, room FROM unnest($5::text[], $6::bigint[]) AS h(host, room)
+    ), visited AS (
+        SELECT s.id, s.callback_host, s.rate_per_second, s.rate_burst, coalesce(r.room, $3) AS room
+        FROM walked w JOIN subscriptions s ON s.id = w.subscription_id LEFT JOIN rooms r ON r.host = s.callback_host
+        WHERE s.callback_host <> ALL($4::text[])
+    ), candidates AS (
+        SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id, v.callback_host, v.rate_per_second,
+               v.rate_burst, v.room
+        FROM visited v CROSS JOIN LATERAL (SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id
+            FROM outbox o WHERE o.subscription_id = v.id AND o.state = 'pending' AND o.due_at <= now()
+            ORDER BY o.due_at, o.id LIMIT least(v.room, $1)) o
+        UNION
+        SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id, s.callback_host, s.rate_per_second,
+               s.rate_burst, coalesce(r.room, $3)
+        FROM (SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id FROM outbox o
+              WHERE o.state = 'pending' AND o.due_at <= now() ORDER BY o.due_at, o.id LIMIT $8) o
+             JOIN subscriptions s ON s.id = o.subscription_id LEFT JOIN rooms r ON r.host = s.callback_host
+        WHERE s.callback_host <> ALL($4::text[])
     ), picked AS (
         SELECT r.id, r.logged_at, r.kind, r.subscription_id, r.rate_per_second, r.rate_burst
-        FROM (SELECT *, row_number() OVER (PARTITION BY callback_host ORDER BY id) AS n FROM candidates) r
-             LEFT JOIN unnest($5::text[], $6::bigint[]) AS h(host, room) ON h.host = r.callback_host
-        WHERE r.n <= coalesce(h.room, $3) ORDER BY r.id LIMIT $1
+        FROM (SELECT *, row_number() OVER (PARTITION BY callback_host ORDER BY due_at, id) AS n FROM candidates) r
+        WHERE r.n <= r.room ORDER BY r.due_at, r.id LIMIT $1
     ), locked AS (
         SELECT o.id, o.logged_at, p.kind, p.subscription_id, p.rate_per_second, p.rate_burst,
                o.reserved AND o.due_at >= now() - make_interval(secs => 1 / p.rate_per_second) AS in_slot
@@ -105,23 +136,6 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         UPDATE outbox o SET due_at = over.due_at, reserved = true
         FROM over WHERE o.id = over.id AND o.logged_at = over.logged_at
         RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
-    ), head AS MATERIALIZED (
-        SELECT o.id, o.logged_at, o.due_at, o.subscription_id FROM outbox o
-        WHERE cardinality($7::text[]) > 0 AND o.state = 'pending' AND o.due_at <= now()
-        ORDER BY o.due_at, o.id LIMIT $1 * 4
-    ), behind AS (
-        SELECT hd.id, hd.logged_at, h.first, h.every,
-               row_number() OVER (PARTITION BY s.callback_host ORDER BY hd.due_at, hd.id) AS n
-        FROM head hd JOIN subscriptions s ON s.id = hd.subscription_id
-             JOIN unnest($7::text[], $8::float8[], $9::float8[]) AS h(host, first, every) ON h.host = s.callback_host
-    ), paced AS (
-        SELECT o.id, o.logged_at, d.first + (d.n - 1) * d.every AS delay
-        FROM outbox o JOIN behind d ON o.id = d.id AND o.logged_at = d.logged_at
-        WHERE o.finished_at IS NULL AND o.due_at <= now()
-        FOR UPDATE OF o SKIP LOCKED
-    ), pushed AS (
-        UPDATE outbox o SET due_at = now() + make_interval(secs => least(paced.delay, $10))
-        FROM paced WHERE o.id = paced.id AND o.logged_at = paced.logged_at
     ), claimed AS (
         UPDATE outbox o SET attempts = o.attempts + 1, reserved = false,
                due_at = now() + make_interval(secs => $2), leased_until = now() + make_interval(secs => $2)
@@ -130,58 +144,69 @@ pub const CLAIM_SQL: &str = "WITH relaxed AS (SELECT set_config('synchronous_com
         RETURNING o.id, o.logged_at, o.kind, o.subscription_id, o.attempts, o.request_id, o.event_position
     ), taken AS (
         SELECT *, false AS throttled FROM claimed UNION ALL SELECT *, true FROM throttled
+    ), jobs AS (
+        SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
+               s.state AS subscription_state, s.expires_at, s.secret,
+               CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous_secret, s.headers,
+               c.event_position,
+               e.id AS event_id, e.topic AS event_topic, e.content_type, e.body, c.throttled
+        FROM taken c JOIN subscriptions s ON s.id = c.subscription_id
+             LEFT JOIN events e ON NOT c.throttled AND e.position = c.event_position AND e.published_at = c.logged_at
     )
-    SELECT c.id, c.logged_at, c.kind, c.subscription_id, c.attempts, c.request_id, s.callback, s.callback_host,
-           s.state AS subscription_state, s.expires_at, s.secret,
-           CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END AS previous_secret, s.headers,
-           c.event_position,
-           e.id AS event_id, e.topic AS event_topic, e.content_type, e.body, c.throttled
-    FROM taken c JOIN subscriptions s ON s.id = c.subscription_id
-         LEFT JOIN events e ON NOT c.throttled AND e.position = c.event_position AND e.published_at = c.logged_at
-         CROSS JOIN relaxed
-    ORDER BY c.id";
+    SELECT (SELECT w.subscription_id FROM walked w ORDER BY w.step DESC LIMIT 1) AS walked_to, j.*
+    FROM relaxed CROSS JOIN (SELECT 1) one LEFT JOIN jobs j ON true
+    ORDER BY j.id";
+
+/// How many subscriptions one claim's walk visits at most, and how many jobs it reads of the due-job index's head.
+pub const WALK_STEPS: i64 = 64;
 
 /// How many jobs one claim may take for each callback host.
 #[derive(Debug, Clone, Default)]
 pub struct Rooms {
     /// For a host not named below.
     pub per_host: i64,
-    /// Hosts that may take nothing (left out of the candidates).
+    /// Hosts that may take nothing: the walk skips their subscriptions without reading their jobs.
     pub saturated: Vec<String>,
     /// Hosts with a room of their own, and that room.
     pub hosts: Vec<String>,
     pub rooms: Vec<i64>,
-    /// Saturated hosts whose due jobs are pushed back to their pace, so that claims do not read past them.
-    pub paced: Vec<Pace>,
-    /// The furthest a job is pushed back.
-    pub pace_horizon: Duration,
 }
 
-/// Where a paced host's due jobs go: the first `first` from now, each next one `every` later.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pace {
-    pub host: String,
-    pub first: Duration,
-    pub every: Duration,
-}
-
-/// What one claim took: the jobs to carry out, and how many deliveries a rate limit held back.
+/// What one claim took: the jobs to carry out, how many deliveries a rate limit held back, and where the walk
+/// over subscriptions stopped (where the next claim starts; nil to start from the first).
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
     pub throttled: usize,
+    pub walked_to: Uuid,
 }
 
-#[derive(sqlx::FromRow)]
+/// One row of the claim: a job (or none, when the claim took nothing) and where the walk stopped.
 struct Taken {
-    #[sqlx(flatten)]
-    job: Job,
-    throttled: bool,
+    walked_to: Option<Uuid>,
+    job: Option<(Job, bool)>,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for Taken {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let walked_to = row.try_get("walked_to")?;
+        let job = match row.try_get::<Option<i64>, _>("id")? {
+            Some(_) => Some((Job::from_row(row)?, row.try_get("throttled")?)),
+            None => None,
+        };
+        Ok(Self { walked_to, job })
+    }
 }
 
 /// Claims up to `limit` due jobs, as many per callback host as `rooms` allows and per subscription as its rate
-/// limit lets start now.
-pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) -> Result<Claimed, sqlx::Error> {
+/// limit lets start now, walking the subscriptions from the one after `from` (the last claim's `walked_to`).
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+    rooms: &Rooms,
+    from: Uuid,
+) -> Result<Claimed, sqlx::Error> {
     let taken: Vec<Taken> = sqlx::query_as(CLAIM_SQL)
         .bind(limit)
         .bind(lease.as_secs_f64())
@@ -189,17 +214,17 @@ pub async fn claim(pool: &PgPool, limit: i64, lease: Duration, rooms: &Rooms) ->
         .bind(&rooms.saturated)
         .bind(&rooms.hosts)
         .bind(&rooms.rooms)
-        .bind(rooms.paced.iter().map(|p| p.host.as_str()).collect::<Vec<_>>())
-        .bind(rooms.paced.iter().map(|p| p.first.as_secs_f64()).collect::<Vec<_>>())
-        .bind(rooms.paced.iter().map(|p| p.every.as_secs_f64()).collect::<Vec<_>>())
-        .bind(rooms.pace_horizon.as_secs_f64())
+        .bind(from)
+        .bind(WALK_STEPS)
         .fetch_all(pool)
         .await?;
     let mut claimed = Claimed::default();
     for t in taken {
-        match t.throttled {
-            true => claimed.throttled += 1,
-            false => claimed.jobs.push(t.job),
+        claimed.walked_to = t.walked_to.unwrap_or_default();
+        match t.job {
+            Some((_, true)) => claimed.throttled += 1,
+            Some((job, false)) => claimed.jobs.push(job),
+            None => {}
         }
     }
     Ok(claimed)

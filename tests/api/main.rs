@@ -8,10 +8,10 @@ mod headers;
 #[allow(dead_code)] // shared by the test modules; not every module uses every helper
 mod helpers;
 mod hostile;
+mod isolation;
 mod observability;
 mod operational;
 mod operations;
-mod pacing;
 mod plans;
 mod portal;
 mod publish;

@@ -66,8 +66,10 @@ const PERIODS: usize = 8;
 #[tokio::test]
 async fn claiming_reads_every_partition_through_the_right_index_even_empty_ones() {
     let app = hub_with_empty_periods().await;
-    let plan = cached_plan(&app, outbox::CLAIM_SQL, "100, 25, 32, '{}', '{}', '{}', '{}', '{}', '{}', 8.75").await;
-    assert_reads_through(&plan, "outbox", &["due_at_id_idx", "pkey"], 2 * PERIODS);
+    let nil = "'00000000-0000-0000-0000-000000000000'";
+    let plan = cached_plan(&app, outbox::CLAIM_SQL, &format!("100, 25, 32, '{{}}', '{{}}', '{{}}', {nil}, 64")).await;
+    // The walk's steps and each visited subscription's jobs, the head of the due-job index, and the locks.
+    assert_reads_through(&plan, "outbox", &["subscription_id_due_at_id_idx", "due_at_id_idx", "pkey"], 4 * PERIODS);
     assert_reads_through(&plan, "events", &["pkey"], PERIODS);
 }
 

@@ -1,0 +1,126 @@
+//! Delivery isolation: a claim reaches every host with room without reading a saturated host's backlog, and every
+//! subscription with a due job gets its turn however many others have pending jobs.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tidings::{
+    app::Roles,
+    outbox::{self, Rooms, CLAIM_SQL, WALK_STEPS},
+};
+use uuid::Uuid;
+
+use crate::{
+    helpers::{spawn_app_with, test_config, TestApp},
+    receiver::Receiver,
+    spreader::insert_subscription,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const LEASE: Duration = Duration::from_secs(35);
+
+/// Publishes `count` events to `topic`, in batches, and waits until the spreader has made their jobs.
+async fn publish_many(app: &TestApp, topic: &str, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<_> = chunk.iter().map(|i| json!({"topic": topic, "body": i})).collect();
+        assert!(app.publish(json!({ "events": batch })).await.status().is_success());
+    }
+}
+
+async fn host_of(app: &TestApp, subscription: Uuid) -> String {
+    sqlx::query_scalar("SELECT callback_host FROM subscriptions WHERE id = $1")
+        .bind(subscription)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// How many rows the claim reads from the outbox's partitions (rows each scan returned, over all its loops), run
+/// under EXPLAIN ANALYZE with the generic plan in a transaction that is rolled back.
+async fn outbox_rows_a_claim_reads(app: &TestApp, saturated: &str) -> f64 {
+    let mut tx = app.pool.begin().await.unwrap();
+    // As a deliverer runs it (see `plans::processes_without_the_api_always_run_the_generic_plans_...`).
+    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
+    sqlx::query(&format!("PREPARE measured AS {CLAIM_SQL}")).execute(&mut *tx).await.unwrap();
+    let explain = format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured(16, {}, 32, '{{{saturated}}}', '{{}}', '{{}}', '{}', {})",
+        LEASE.as_secs(),
+        Uuid::nil(),
+        WALK_STEPS
+    );
+    let plan: serde_json::Value = sqlx::query_scalar(&explain).fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    fn rows(node: &serde_json::Value) -> f64 {
+        let own = match node["Relation Name"].as_str() {
+            Some(name) if name.starts_with("outbox_p") && node["Node Type"] != "ModifyTable" => {
+                node["Actual Rows"].as_f64().unwrap_or(0.0) * node["Actual Loops"].as_f64().unwrap_or(1.0)
+            }
+            _ => 0.0,
+        };
+        own + node["Plans"].as_array().map_or(0.0, |plans| plans.iter().map(rows).sum())
+    }
+    rows(&plan[0]["Plan"])
+}
+
+#[tokio::test]
+async fn a_slow_hosts_backlog_does_not_delay_another_hosts_job() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    let slow_id = insert_subscription(&app.pool, "backlog", &slow.url("/slow"), "active").await;
+    let fast_id = insert_subscription(&app.pool, "other", &fast.url("/fast"), "active").await;
+    let backlog = 2_000;
+    publish_many(&app, "backlog", backlog).await;
+    publish_many(&app, "other", 1).await;
+    let jobs = "SELECT count(*) FROM outbox WHERE kind = 'deliver'";
+    app.wait_for_count(WAIT, "every job spread", jobs, backlog as i64 + 1).await;
+    let slow_host = host_of(&app, slow_id).await;
+
+    // The slow host is saturated: its whole backlog is due, older than the other host's one job. What a claim
+    // reads is bounded by its walk and its read of the due head (a few times `WALK_STEPS`), not by the backlog.
+    let read = outbox_rows_a_claim_reads(&app, &slow_host).await;
+    assert!(read < 400.0, "a claim read {read} outbox rows beside a backlog of {backlog}");
+    let rooms = Rooms { per_host: 32, saturated: vec![slow_host], ..Default::default() };
+    let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, Uuid::nil()).await.unwrap();
+    let subscriptions: Vec<_> = claimed.jobs.iter().map(|j| j.subscription_id).collect();
+    assert_eq!(subscriptions, vec![fast_id], "the first claim takes the other host's job, and nothing of the slow one");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wait_for_retries() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let (slow, waiting, fast) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let slow_id = insert_subscription(&app.pool, "backlog", &slow.url("/slow"), "active").await;
+    let others = WALK_STEPS as usize + 20;
+    for i in 0..others {
+        insert_subscription(&app.pool, "later", &waiting.url(&format!("/later/{i}")), "active").await;
+    }
+    // Created last, so it sorts after all of them (ids are time-ordered): the walk reaches it last.
+    let fast_id = insert_subscription(&app.pool, "other", &fast.url("/fast"), "active").await;
+    publish_many(&app, "backlog", 200).await;
+    publish_many(&app, "later", 1).await;
+    publish_many(&app, "other", 1).await;
+    let jobs = "SELECT count(*) FROM outbox WHERE kind = 'deliver'";
+    app.wait_for_count(WAIT, "every job spread", jobs, 200 + others as i64 + 1).await;
+    // The later ones wait for a retry an hour away; the slow host's backlog fills the head of the due jobs.
+    sqlx::query(
+        "UPDATE outbox o SET due_at = now() + interval '1 hour' FROM subscriptions s
+         WHERE s.id = o.subscription_id AND s.topic = 'later'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let rooms = Rooms { per_host: 32, saturated: vec![host_of(&app, slow_id).await], ..Default::default() };
+
+    let mut from = Uuid::nil();
+    let mut claims = Vec::new();
+    while claims.len() < 3 {
+        let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, from).await.unwrap();
+        from = claimed.walked_to;
+        claims.push(claimed.jobs.iter().map(|j| j.subscription_id).collect::<Vec<_>>());
+    }
+    assert_eq!(claims[0], Vec::<Uuid>::new(), "the first walk ends before the last subscription");
+    assert_eq!(claims[1], vec![fast_id], "the next goes on from there and reaches it");
+    assert_eq!(claims[2], Vec::<Uuid>::new(), "nothing else was due");
+    app.stop().await;
+}
