@@ -62,8 +62,9 @@ pub struct Job {
 /// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
 /// and `$3` for any other callback host. The candidates are the first due jobs of the subscriptions a walk visits
 /// (`$8` steps at most, each the next subscription with pending jobs after the last, from the one after `$7`,
-/// wrapping round once), skipping saturated hosts' subscriptions without reading their jobs, and the first `$8`
-/// jobs of the due-job index (found at once when most subscriptions have only later retries). A rate-limited
+/// wrapping round once), skipping saturated hosts' subscriptions without reading their jobs, and, when the walk
+/// stopped before it went round, the first `$8` jobs of the due-job index (so due jobs are found at once when
+/// more subscriptions than the walk visits have only later retries). A rate-limited
 /// subscription's deliveries beyond what its limit grants now are pushed back to when it will, unattempted
 /// (`attempts` is unchanged), and returned with `throttled` set. Every row carries `walked_to`, the last
 /// subscription the walk visited (the next claim's `$7`); with nothing claimed, one row carries it alone.
@@ -76,9 +77,10 @@ pub const CLAIM_SQL: &str = "WITH RECURSIVE relaxed AS (SELECT set_config('synch
         SELECT coalesce(n.next, CASE WHEN NOT w.wrapped THEN (SELECT o.subscription_id FROM outbox o
                    WHERE o.state = 'pending' ORDER BY o.subscription_id LIMIT 1) END),
                w.step + 1, w.wrapped OR n.next IS NULL
+        -- OFFSET 0 keeps the next subscription's lookup one subplan (a pulled-up one runs once per use of `next`).
         FROM walk w CROSS JOIN LATERAL (SELECT (SELECT o.subscription_id FROM outbox o
                  WHERE o.state = 'pending' AND o.subscription_id > w.subscription_id
-                 ORDER BY o.subscription_id LIMIT 1) AS next) n
+                 ORDER BY o.subscription_id LIMIT 1) AS next OFFSET 0) n
         WHERE w.step < $8 AND w.subscription_id IS NOT NULL AND NOT (w.wrapped AND w.subscription_id >= $7)
     ), walked AS MATERIALIZED (
         SELECT w.subscription_id, w.step FROM walk w
@@ -99,7 +101,8 @@ pub const CLAIM_SQL: &str = "WITH RECURSIVE relaxed AS (SELECT set_config('synch
         SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id, s.callback_host, s.rate_per_second,
                s.rate_burst, coalesce(r.room, $3)
         FROM (SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id FROM outbox o
-              WHERE o.state = 'pending' AND o.due_at <= now() ORDER BY o.due_at, o.id LIMIT $8) o
+              WHERE o.state = 'pending' AND o.due_at <= now() AND (SELECT count(*) FROM walked) >= $8
+              ORDER BY o.due_at, o.id LIMIT $8) o
              JOIN subscriptions s ON s.id = o.subscription_id LEFT JOIN rooms r ON r.host = s.callback_host
         WHERE s.callback_host <> ALL($4::text[])
     ), picked AS (

@@ -86,23 +86,20 @@ async fn a_slow_hosts_backlog_does_not_delay_another_hosts_job() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wait_for_retries() {
-    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
-    let (slow, waiting, fast) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
-    let slow_id = insert_subscription(&app.pool, "backlog", &slow.url("/slow"), "active").await;
-    let others = WALK_STEPS as usize + 20;
-    for i in 0..others {
+/// Subscribes `count` callbacks of one host that each wait for a retry an hour away, then `last`, whose id sorts
+/// after theirs (ids are time-ordered), so a walk from the first subscription reaches it last; publishes one event
+/// to `last`'s topic and waits until every job is spread. Returns `last`'s id.
+async fn behind_subscriptions_waiting_for_retries(app: &TestApp, count: usize, last: &Receiver) -> Uuid {
+    let waiting = Receiver::start().await;
+    for i in 0..count {
         insert_subscription(&app.pool, "later", &waiting.url(&format!("/later/{i}")), "active").await;
     }
-    // Created last, so it sorts after all of them (ids are time-ordered): the walk reaches it last.
-    let fast_id = insert_subscription(&app.pool, "other", &fast.url("/fast"), "active").await;
-    publish_many(&app, "backlog", 200).await;
-    publish_many(&app, "later", 1).await;
-    publish_many(&app, "other", 1).await;
-    let jobs = "SELECT count(*) FROM outbox WHERE kind = 'deliver'";
-    app.wait_for_count(WAIT, "every job spread", jobs, 200 + others as i64 + 1).await;
-    // The later ones wait for a retry an hour away; the slow host's backlog fills the head of the due jobs.
+    let last_id = insert_subscription(&app.pool, "other", &last.url("/last"), "active").await;
+    publish_many(app, "later", 1).await;
+    publish_many(app, "other", 1).await;
+    let jobs = "SELECT count(*) FROM outbox o JOIN subscriptions s ON s.id = o.subscription_id
+                WHERE s.topic IN ('later', 'other')";
+    app.wait_for_count(WAIT, "every job spread", jobs, count as i64 + 1).await;
     sqlx::query(
         "UPDATE outbox o SET due_at = now() + interval '1 hour' FROM subscriptions s
          WHERE s.id = o.subscription_id AND s.topic = 'later'",
@@ -110,6 +107,29 @@ async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wai
     .execute(&app.pool)
     .await
     .unwrap();
+    last_id
+}
+
+#[tokio::test]
+async fn a_due_job_is_claimed_at_once_however_many_subscriptions_wait_for_retries() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let last = Receiver::start().await;
+    let last_id = behind_subscriptions_waiting_for_retries(&app, WALK_STEPS as usize + 20, &last).await;
+    let rooms = Rooms { per_host: 32, ..Default::default() };
+    let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, Uuid::nil()).await.unwrap();
+    let subscriptions: Vec<_> = claimed.jobs.iter().map(|j| j.subscription_id).collect();
+    assert_eq!(subscriptions, vec![last_id], "found at the head of the due jobs, beyond the walk's reach");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wait_for_retries() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let (slow, last) = (Receiver::start().await, Receiver::start().await);
+    let slow_id = insert_subscription(&app.pool, "backlog", &slow.url("/slow"), "active").await;
+    // The slow host's backlog, older than every other job, fills the head of the due jobs.
+    publish_many(&app, "backlog", 200).await;
+    let last_id = behind_subscriptions_waiting_for_retries(&app, WALK_STEPS as usize + 20, &last).await;
     let rooms = Rooms { per_host: 32, saturated: vec![host_of(&app, slow_id).await], ..Default::default() };
 
     let mut from = Uuid::nil();
@@ -120,7 +140,7 @@ async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wai
         claims.push(claimed.jobs.iter().map(|j| j.subscription_id).collect::<Vec<_>>());
     }
     assert_eq!(claims[0], Vec::<Uuid>::new(), "the first walk ends before the last subscription");
-    assert_eq!(claims[1], vec![fast_id], "the next goes on from there and reaches it");
+    assert_eq!(claims[1], vec![last_id], "the next goes on from there and reaches it");
     assert_eq!(claims[2], Vec::<Uuid>::new(), "nothing else was due");
     app.stop().await;
 }
