@@ -135,6 +135,11 @@ struct Scenario {
 }
 
 impl Scenario {
+    /// At maximum rate, every subscriber fast, events published directly.
+    const fn plain(name: &'static str, fanout: usize) -> Self {
+        Self { name, fanout, fixed_rate: false, slow: false, limited: false, thin: false }
+    }
+
     fn slow_at(&self) -> Option<usize> {
         self.slow.then_some(self.fanout - 1)
     }
@@ -152,23 +157,23 @@ impl Scenario {
     }
 }
 
+/// Every scenario, by name: fan-out, then what sets it apart from a plain one at maximum rate.
+const SCENARIOS: &[Scenario] = &[
+    Scenario::plain("fanout1", 1),
+    Scenario::plain("fanout10", 10),
+    Scenario::plain("fanout100", 100),
+    Scenario { fixed_rate: true, ..Scenario::plain("steady", 1) },
+    Scenario { fixed_rate: true, ..Scenario::plain("ten", 10) },
+    Scenario { fixed_rate: true, slow: true, ..Scenario::plain("slow", 10) },
+    Scenario { fixed_rate: true, slow: true, limited: true, ..Scenario::plain("limited", 10) },
+    Scenario { thin: true, ..Scenario::plain("thinping", 1) },
+];
+
 fn scenario(name: &str) -> anyhow::Result<Scenario> {
-    let (fanout, fixed_rate, slow, limited, thin) = match name {
-        "fanout1" => (1, false, false, false, false),
-        "fanout10" => (10, false, false, false, false),
-        "fanout100" => (100, false, false, false, false),
-        "steady" => (1, true, false, false, false),
-        "ten" => (10, true, false, false, false),
-        "slow" => (10, true, true, false, false),
-        "limited" => (10, true, true, true, false),
-        "thinping" => (1, false, false, false, true),
-        other => bail!("unknown scenario `{other}`"),
-    };
-    let name = ["fanout1", "fanout10", "fanout100", "steady", "ten", "slow", "limited", "thinping"]
-        .into_iter()
-        .find(|n| *n == name)
-        .expect("listed above");
-    Ok(Scenario { name, fanout, fixed_rate, slow, limited, thin })
+    match SCENARIOS.iter().find(|s| s.name == name) {
+        Some(found) => Ok(*found),
+        None => bail!("unknown scenario `{name}`"),
+    }
 }
 
 fn load(args: &Args, sc: Scenario, duration: f64) -> Load {
@@ -203,10 +208,7 @@ async fn run_hub(args: &Args, sc: Scenario, variant: &Variant, run: usize) -> an
     let client = publisher::client();
     let limited = sc.limited_at().map(|at| (at, args.limit));
     // A thin ping's topic is a URL the hub fetches: the receivers' feed.
-    let topic = match receivers.urls.first().and_then(|u| u.rsplit_once("/s/")) {
-        Some((origin, _)) if sc.thin => format!("{origin}/feed"),
-        _ => TOPIC.to_owned(),
-    };
+    let topic = if sc.thin { receivers.feed.clone() } else { TOPIC.to_owned() };
     hub.subscribe(&client, &topic, &receivers.urls, limited, || receivers.recorder.verified()).await?;
     let mut db = PgConnection::connect(&hub.database_url).await?;
     let bytes_before = hub::database_bytes(&mut db).await?;

@@ -173,6 +173,8 @@ impl Recorder {
 
 pub struct Receivers {
     pub urls: Vec<String>,
+    /// The thin-ping topic URL: a feed that numbers each fetch (served on every receiver's port).
+    pub feed: String,
     pub recorder: Arc<Recorder>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
@@ -210,6 +212,10 @@ fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {
         .enumerate()
         .map(|(i, l)| Ok(format!("http://127.0.0.1:{}/s/{i}", l.local_addr()?.port())))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let feed_url = match listeners.first() {
+        Some(l) => format!("http://127.0.0.1:{}/feed", l.local_addr()?.port()),
+        None => String::new(),
+    };
     let shared = Arc::new(Shared { recorder: recorder.clone(), slow_for, fetches: AtomicU64::new(0) });
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("receivers".into()).spawn(move || {
@@ -239,7 +245,7 @@ fn serve(recorder: Recorder, slow_for: Duration) -> anyhow::Result<Receivers> {
         }
     })?;
     let handle = rx.recv_timeout(Duration::from_secs(10))?;
-    Ok(Receivers { urls, recorder, handle, thread: Some(thread) })
+    Ok(Receivers { urls, feed: feed_url, recorder, handle, thread: Some(thread) })
 }
 
 impl Receivers {
