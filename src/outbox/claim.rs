@@ -13,8 +13,9 @@
 //! jobs (a bounded number of steps, each one index descent to the next `subscription_id`, going on where the
 //! caller's last claim stopped, so every subscription gets its turn) and reads only the jobs of subscriptions whose
 //! host has room, through `outbox (subscription_id, due_at, id)`: a saturated host's subscription costs one step,
-//! whatever its backlog. A short read of the due-job index's head, bounded however much of it is a saturated
-//! host's, finds due jobs at once when most subscriptions have only later retries.
+//! whatever its backlog. When the walk stops before it has gone round, a short read of the due-job index's head,
+//! bounded however much of it is a saturated host's, finds due jobs at once when more subscriptions than the walk
+//! visits have only later retries.
 //!
 //! Rate limits: of a rate-limited subscription's locked deliveries, the statement leases only as many as its
 //! limit lets start now (a generic cell rate algorithm over `delivery_throttles`, whose row it updates under the
@@ -64,9 +65,9 @@ pub struct Job {
 /// (`$8` steps at most, each the next subscription with pending jobs after the last, from the one after `$7`,
 /// wrapping round once), skipping saturated hosts' subscriptions without reading their jobs, and, when the walk
 /// stopped before it went round, the first `$8` jobs of the due-job index (so due jobs are found at once when
-/// more subscriptions than the walk visits have only later retries). A rate-limited
-/// subscription's deliveries beyond what its limit grants now are pushed back to when it will, unattempted
-/// (`attempts` is unchanged), and returned with `throttled` set. Every row carries `walked_to`, the last
+/// more subscriptions than the walk visits have only later retries). A rate-limited subscription's deliveries
+/// beyond what its limit grants now are pushed back to when it will, unattempted (`attempts` is unchanged), and
+/// returned with `throttled` set. Every row carries `walked_to`, the last
 /// subscription the walk visited (the next claim's `$7`); with nothing claimed, one row carries it alone.
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.

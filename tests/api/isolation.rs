@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{spawn_app_with, test_config, TestApp},
+    plans::generic_plan,
     receiver::Receiver,
     spreader::insert_subscription,
 };
@@ -19,7 +20,7 @@ use crate::{
 const WAIT: Duration = Duration::from_secs(20);
 const LEASE: Duration = Duration::from_secs(35);
 
-/// Publishes `count` events to `topic`, in batches, and waits until the spreader has made their jobs.
+/// Publishes `count` events to `topic`, 500 to a request.
 async fn publish_many(app: &TestApp, topic: &str, count: usize) {
     for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
         let batch: Vec<_> = chunk.iter().map(|i| json!({"topic": topic, "body": i})).collect();
@@ -35,21 +36,13 @@ async fn host_of(app: &TestApp, subscription: Uuid) -> String {
         .unwrap()
 }
 
-/// How many rows the claim reads from the outbox's partitions (rows each scan returned, over all its loops), run
-/// under EXPLAIN ANALYZE with the generic plan in a transaction that is rolled back.
+/// How many rows the claim reads from the outbox's partitions (rows each scan returned, over all its loops), under
+/// EXPLAIN ANALYZE of the plan a deliverer runs, with nothing changed.
 async fn outbox_rows_a_claim_reads(app: &TestApp, saturated: &str) -> f64 {
-    let mut tx = app.pool.begin().await.unwrap();
-    // As a deliverer runs it (see `plans::processes_without_the_api_always_run_the_generic_plans_...`).
-    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
-    sqlx::query(&format!("PREPARE measured AS {CLAIM_SQL}")).execute(&mut *tx).await.unwrap();
-    let explain = format!(
-        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE measured(16, {}, 32, '{{{saturated}}}', '{{}}', '{{}}', '{}', {})",
-        LEASE.as_secs(),
-        Uuid::nil(),
-        WALK_STEPS
-    );
-    let plan: serde_json::Value = sqlx::query_scalar(&explain).fetch_one(&mut *tx).await.unwrap();
-    tx.rollback().await.unwrap();
+    let arguments =
+        format!("16, {}, 32, '{{{saturated}}}', '{{}}', '{{}}', '{}', {WALK_STEPS}", LEASE.as_secs(), Uuid::nil());
+    let plan = generic_plan(app, CLAIM_SQL, &arguments, "ANALYZE, FORMAT JSON").await;
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
     fn rows(node: &serde_json::Value) -> f64 {
         let own = match node["Relation Name"].as_str() {
             Some(name) if name.starts_with("outbox_p") && node["Node Type"] != "ModifyTable" => {

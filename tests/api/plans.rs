@@ -12,6 +12,8 @@ use tidings::{
     events, outbox, partitions, spreader,
 };
 
+use sqlx::Row;
+
 use crate::helpers::{spawn_app_with, test_config, TestApp};
 
 /// A hub with one-minute periods from five minutes ago to two minutes ahead, all of them still empty, after the
@@ -28,13 +30,31 @@ async fn hub_with_empty_periods() -> TestApp {
 
 /// The cached (generic) plan of `sql` on one of the hub's own connections, executed with `arguments`.
 async fn cached_plan(app: &TestApp, sql: &str, arguments: &str) -> String {
-    let mut conn = app.pool.acquire().await.unwrap();
-    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();
-    sqlx::query(&format!("PREPARE checked AS {sql}")).execute(&mut *conn).await.unwrap();
-    let lines: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN EXECUTE checked({arguments})")).fetch_all(&mut *conn).await.unwrap();
-    sqlx::query("DEALLOCATE checked").execute(&mut *conn).await.unwrap();
-    sqlx::query("RESET plan_cache_mode").execute(&mut *conn).await.unwrap();
+    generic_plan(app, sql, arguments, "").await
+}
+
+/// `EXPLAIN (options)` of `sql`'s generic plan, as a process without the API runs it, executed with `arguments` in
+/// a transaction that is rolled back, so that `ANALYZE` (which runs the statement) changes nothing.
+pub async fn generic_plan(app: &TestApp, sql: &str, arguments: &str, options: &str) -> String {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
+    sqlx::query(&format!("PREPARE checked AS {sql}")).execute(&mut *tx).await.unwrap();
+    let explain = match options {
+        "" => format!("EXPLAIN EXECUTE checked({arguments})"),
+        options => format!("EXPLAIN ({options}) EXECUTE checked({arguments})"),
+    };
+    // Text plans come as lines, `FORMAT JSON` as one `json` value.
+    let lines: Vec<String> = sqlx::query(&explain)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get(0).or_else(|_| row.try_get::<serde_json::Value, _>(0).map(|v| v.to_string())))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // A prepared statement outlives the transaction: without this the connection keeps it.
+    sqlx::query("DEALLOCATE checked").execute(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
     lines.join("\n")
 }
 
