@@ -156,23 +156,25 @@ impl Metrics {
         self.pool_connections.with_label_values(&["idle"]).set(idle);
         self.pool_connections.with_label_values(&["in_use"]).set(size - idle);
         self.pool_connections.with_label_values(&["max"]).set(pool.options().get_max_connections() as i64);
-        let (due, scheduled, dead, oldest_due, lag_positions, lag_seconds): (i64, i64, i64, Option<f64>, i64, Option<f64>) =
+        let (due, scheduled, dead, lag_positions, lag_seconds): (i64, i64, i64, i64, Option<f64>) =
             sqlx::query_as(
-                "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending' AND due_at <= now()),
-                        (SELECT count(*) FROM outbox WHERE state = 'pending' AND due_at > now()),
+                "SELECT p.due, p.scheduled,
                         (SELECT count(*) FROM outbox WHERE state = 'dead'),
-                        (SELECT extract(epoch FROM now() - min(due_at))::float8 FROM outbox WHERE state = 'pending' AND due_at <= now()),
                         coalesce((SELECT max(position) FROM events), 0) - (SELECT position FROM spreader_cursor WHERE id),
                         (SELECT extract(epoch FROM now() - e.published_at)::float8 FROM events e
                           WHERE (e.txid, e.position) > ((SELECT txid FROM spreader_cursor WHERE id), (SELECT position FROM spreader_cursor WHERE id))
-                          ORDER BY e.txid, e.position LIMIT 1)",
+                          ORDER BY e.txid, e.position LIMIT 1)
+                 FROM (SELECT count(*) FILTER (WHERE due_at <= now()) AS due,
+                              count(*) FILTER (WHERE due_at > now()) AS scheduled
+                       FROM outbox WHERE state = 'pending') p",
             )
             .fetch_one(pool)
             .await?;
         self.outbox_jobs.with_label_values(&["due"]).set(due);
         self.outbox_jobs.with_label_values(&["scheduled"]).set(scheduled);
         self.outbox_jobs.with_label_values(&["dead"]).set(dead);
-        self.outbox_oldest_due_seconds.set(oldest_due.unwrap_or(0.0));
+        let oldest_due = crate::outbox::next_due(pool).await?.map(|at| (chrono::Utc::now() - at).num_milliseconds());
+        self.outbox_oldest_due_seconds.set(oldest_due.unwrap_or(0).max(0) as f64 / 1000.0);
         self.spreader_lag_events.set(lag_positions.max(0));
         self.spreader_lag_seconds.set(lag_seconds.unwrap_or(0.0));
         let (periods, oldest_end): (i64, Option<f64>) = sqlx::query_as(

@@ -15,11 +15,13 @@
 pub mod admission;
 pub mod jobs;
 pub mod signature;
+pub mod sweep;
 pub mod transport;
 
 use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -28,12 +30,13 @@ use uuid::Uuid;
 use crate::{
     config::DeliveryConfig,
     metrics::Metrics,
-    outbox::{self, Job, Next, Outcome, OUTBOX_CHANNEL},
+    outbox::{self, Claimed, Job, Next, Outcome, OUTBOX_CHANNEL},
     subscriptions::store::{self, DisablePolicy},
     wakeup::Wakeup,
 };
 use admission::{Admission, Limits, Ticket};
 use jobs::Context;
+use sweep::{After, Sweep};
 use transport::Transport;
 
 /// The longest the deliverer sleeps without looking for due jobs.
@@ -89,18 +92,18 @@ impl<T: Transport> Deliverer<T> {
         lease_for(&self.config)
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<Job>, sqlx::Error> {
+    async fn claim(&self, limit: usize) -> Result<Claimed, sqlx::Error> {
         let from = *self.walked_to.lock().expect("cursor lock");
         let claimed = outbox::claim(&self.ctx.pool, limit as i64, self.lease(), &self.admission.rooms(), from).await?;
         *self.walked_to.lock().expect("cursor lock") = claimed.walked_to;
         self.ctx.metrics.delivery_throttled.inc_by(claimed.throttled as u64);
-        Ok(claimed.jobs)
+        Ok(claimed)
     }
 
     /// One step: claims a batch (within the claim cap), carries every job out, records the outcomes. Returns how
     /// many jobs ran.
     pub async fn try_deliver_batch(&self) -> anyhow::Result<usize> {
-        let jobs = self.claim(self.admission.free().min(self.config.batch_size as usize)).await?;
+        let jobs = self.claim(self.admission.free().min(self.config.batch_size as usize)).await?.jobs;
         let count = jobs.len();
         let runs = jobs.into_iter().map(|job| async {
             let Some(ticket) = self.admission.admit(&job.callback_host) else {
@@ -122,6 +125,7 @@ impl<T: Transport> Deliverer<T> {
         let mut wakeup = Wakeup::new(self.ctx.pool.clone(), OUTBOX_CHANNEL);
         let mut tasks = JoinSet::new();
         let mut backoff = claim_backoff();
+        let mut sweep = Sweep::default();
         tracing::info!("callback deliverer started");
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
@@ -136,19 +140,21 @@ impl<T: Transport> Deliverer<T> {
             }
             let wanted = self.admission.free().min(batch);
             match self.claim(wanted).await {
-                Ok(jobs) if !jobs.is_empty() => {
+                Ok(mut claimed) => {
                     backoff = claim_backoff();
-                    let short = jobs.len() < wanted;
-                    for job in jobs {
+                    let short = claimed.jobs.len() < wanted;
+                    for job in std::mem::take(&mut claimed.jobs) {
                         self.spawn(&mut tasks, job, sender.clone(), token.clone());
                     }
-                    // Fewer than asked: nothing more is due now (or only jobs of hosts at their limit), so wait
-                    // for a notification or the next due job instead of a claim that would find nothing.
-                    if short {
-                        self.wait_for_work(&mut wakeup, &token).await;
+                    // Fewer than asked: once the walks have visited every subscription with pending jobs, nothing
+                    // more is due now (or only jobs of hosts at their limit), so wait for a notification or the
+                    // next due job instead of a claim that would find nothing.
+                    if !short {
+                        sweep.reset();
+                    } else if let After::Round(due) = sweep.after(&claimed) {
+                        self.wait_for_work(&mut wakeup, &token, due).await;
                     }
                 }
-                Ok(_) => self.wait_for_work(&mut wakeup, &token).await,
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(CLAIM_BACKOFF_MAX);
                     tracing::error!(error = %e, retry_in = ?delay, "claiming outbox jobs failed");
@@ -202,12 +208,13 @@ impl<T: Transport> Deliverer<T> {
         });
     }
 
-    /// Sleeps until a NOTIFY, the next scheduled job, a freed host (when some are saturated), or cancellation.
-    async fn wait_for_work(&self, wakeup: &mut Wakeup, token: &CancellationToken) {
+    /// Sleeps until a NOTIFY, the next scheduled job (`due`), a freed host (when some are saturated), or
+    /// cancellation.
+    async fn wait_for_work(&self, wakeup: &mut Wakeup, token: &CancellationToken, due: Option<DateTime<Utc>>) {
         let saturated = !self.admission.rooms().saturated.is_empty();
-        let until_due = match outbox::next_due(&self.ctx.pool).await {
-            Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            _ => POLL_INTERVAL,
+        let until_due = match due {
+            Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => POLL_INTERVAL,
         };
         let nap = if saturated && until_due.is_zero() { SATURATED_POLL } else { until_due.min(POLL_INTERVAL) };
         if nap.is_zero() {

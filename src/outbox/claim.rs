@@ -10,20 +10,20 @@
 //!
 //! Isolation: a saturated host's backlog is the oldest set of due jobs, so a claim that read due jobs in due order
 //! would read past all of it to find anyone else's. Instead the claim walks the subscriptions that have pending
-//! jobs (a bounded number of steps, each one index descent to the next `subscription_id`, going on where the
-//! caller's last claim stopped, so every subscription gets its turn) and reads only the jobs of subscriptions whose
-//! host has room, through `outbox (subscription_id, due_at, id)`: a saturated host's subscription costs one step,
-//! whatever its backlog. When the walk stops before it has gone round, a short read of the due-job index's head,
-//! bounded however much of it is a saturated host's, finds due jobs at once when more subscriptions than the walk
-//! visits have only later retries.
+//! jobs through `outbox (subscription_id, due_at, id)`, the one index of pending jobs: each step is one descent to
+//! the next `subscription_id`, whose first entry is that subscription's earliest pending job. The walk goes on
+//! where the caller's last claim stopped and wraps round once, so every subscription gets its turn; it reads the
+//! jobs only of subscriptions with a due job whose host has room, so a saturated host's subscription costs one
+//! step, whatever its backlog. The claim reports whether its walk went round and the earliest pending job it saw:
+//! the deliverer waits for that job only once its walks have visited every subscription with pending jobs.
 //!
 //! Rate limits: of a rate-limited subscription's locked deliveries, the statement leases only as many as its
 //! limit lets start now (a generic cell rate algorithm over `delivery_throttles`, whose row it updates under the
 //! row's lock, so claims on any number of deliverers take turns and the limit holds across all of them); the
 //! others get the next slots of the limit, in order, and are pushed back to them unattempted and `reserved`: each
 //! starts when its slot comes without asking the limit again. So slots are handed out once, a claim that comes a
-//! little late costs no slot, and the head of the due-job index never fills with a limited subscription's
-//! backlog. Verifications and denial notices are never limited.
+//! little late costs no slot, and a limited subscription's backlog is not due until its slots come. Verifications
+//! and denial notices are never limited.
 
 use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, PgPool, Row};
@@ -63,49 +63,48 @@ pub struct Job {
 /// The claim: `$1` jobs at most, `$2` seconds of lease, none for the hosts in `$4`, `$6[i]` for the host `$5[i]`
 /// and `$3` for any other callback host. The candidates are the first due jobs of the subscriptions a walk visits
 /// (`$8` steps at most, each the next subscription with pending jobs after the last, from the one after `$7`,
-/// wrapping round once), skipping saturated hosts' subscriptions without reading their jobs, and, when the walk
-/// stopped before it went round, the first `$8` jobs of the due-job index (so due jobs are found at once when
-/// more subscriptions than the walk visits have only later retries). A rate-limited subscription's deliveries
-/// beyond what its limit grants now are pushed back to when it will, unattempted (`attempts` is unchanged), and
-/// returned with `throttled` set. Every row carries `walked_to`, the last
-/// subscription the walk visited (the next claim's `$7`); with nothing claimed, one row carries it alone.
+/// wrapping round once), skipping saturated hosts' subscriptions and those with nothing due without reading their
+/// jobs. A rate-limited subscription's deliveries beyond what its limit grants now are pushed back to when it
+/// will, unattempted (`attempts` is unchanged), and returned with `throttled` set. Every row carries how the walk
+/// ended: `walked_to`, the last subscription it visited (the next claim's `$7`); `wrapped`, whether it passed the
+/// last subscription and went on from the first; `went_round`, whether it visited every subscription with pending
+/// jobs; `earliest_due`, the earliest pending job of those it visited, as it was before this claim. With nothing
+/// claimed, one row carries them alone.
 /// One statement (one round trip, the shortest possible transaction); `set_config(.., true)` is
 /// `SET LOCAL synchronous_commit = off` for this statement's implicit transaction.
 pub const CLAIM_SQL: &str = "WITH RECURSIVE relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    walk (subscription_id, step, wrapped) AS (
-        SELECT $7::uuid, 0, false
+    walk (subscription_id, first_due, step, wrapped) AS (
+        SELECT $7::uuid, NULL::timestamptz, 0, false
         UNION ALL
-        SELECT coalesce(n.next, CASE WHEN NOT w.wrapped THEN (SELECT o.subscription_id FROM outbox o
-                   WHERE o.state = 'pending' ORDER BY o.subscription_id LIMIT 1) END),
-               w.step + 1, w.wrapped OR n.next IS NULL
-        -- OFFSET 0 keeps the next subscription's lookup one subplan (a pulled-up one runs once per use of `next`).
-        FROM walk w CROSS JOIN LATERAL (SELECT (SELECT o.subscription_id FROM outbox o
+        SELECT n.subscription_id, n.due_at, w.step + 1, w.wrapped OR n.wrapped
+        -- One descent gives the next subscription with pending jobs and its earliest one; past the last
+        -- subscription, the first (once). The second branch runs only when the first finds nothing.
+        FROM walk w CROSS JOIN LATERAL ((SELECT o.subscription_id, o.due_at, false AS wrapped FROM outbox o
                  WHERE o.state = 'pending' AND o.subscription_id > w.subscription_id
-                 ORDER BY o.subscription_id LIMIT 1) AS next OFFSET 0) n
-        WHERE w.step < $8 AND w.subscription_id IS NOT NULL AND NOT (w.wrapped AND w.subscription_id >= $7)
+                 ORDER BY o.subscription_id, o.due_at, o.id LIMIT 1)
+             UNION ALL
+             (SELECT o.subscription_id, o.due_at, true FROM outbox o WHERE o.state = 'pending' AND NOT w.wrapped
+                 ORDER BY o.subscription_id, o.due_at, o.id LIMIT 1)
+             LIMIT 1) n
+        WHERE w.step < $8 AND NOT (w.wrapped AND w.subscription_id >= $7)
     ), walked AS MATERIALIZED (
-        SELECT w.subscription_id, w.step FROM walk w
-        WHERE w.step > 0 AND w.subscription_id IS NOT NULL AND NOT (w.wrapped AND w.subscription_id > $7)
+        SELECT w.subscription_id, w.first_due, w.step FROM walk w
+        WHERE w.step > 0 AND NOT (w.wrapped AND w.subscription_id > $7)
+    ), ended AS (
+        -- A walk that stopped before its last step ran out of subscriptions: it went round.
+        SELECT w.wrapped, w.step < $8 AS went_round FROM walk w ORDER BY w.step DESC LIMIT 1
     ), rooms AS (
         SELECT host, room FROM unnest($5::text[], $6::bigint[]) AS h(host, room)
     ), visited AS (
         SELECT s.id, s.callback_host, s.rate_per_second, s.rate_burst, coalesce(r.room, $3) AS room
         FROM walked w JOIN subscriptions s ON s.id = w.subscription_id LEFT JOIN rooms r ON r.host = s.callback_host
-        WHERE s.callback_host <> ALL($4::text[])
+        WHERE w.first_due <= now() AND s.callback_host <> ALL($4::text[])
     ), candidates AS (
         SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id, v.callback_host, v.rate_per_second,
                v.rate_burst, v.room
         FROM visited v CROSS JOIN LATERAL (SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id
             FROM outbox o WHERE o.subscription_id = v.id AND o.state = 'pending' AND o.due_at <= now()
             ORDER BY o.due_at, o.id LIMIT least(v.room, $1)) o
-        UNION
-        SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id, s.callback_host, s.rate_per_second,
-               s.rate_burst, coalesce(r.room, $3)
-        FROM (SELECT o.id, o.logged_at, o.due_at, o.kind, o.subscription_id FROM outbox o
-              WHERE o.state = 'pending' AND o.due_at <= now() AND (SELECT count(*) FROM walked) >= $8
-              ORDER BY o.due_at, o.id LIMIT $8) o
-             JOIN subscriptions s ON s.id = o.subscription_id LEFT JOIN rooms r ON r.host = s.callback_host
-        WHERE s.callback_host <> ALL($4::text[])
     ), picked AS (
         SELECT r.id, r.logged_at, r.kind, r.subscription_id, r.rate_per_second, r.rate_burst
         FROM (SELECT *, row_number() OVER (PARTITION BY callback_host ORDER BY due_at, id) AS n FROM candidates) r
@@ -157,11 +156,12 @@ pub const CLAIM_SQL: &str = "WITH RECURSIVE relaxed AS (SELECT set_config('synch
         FROM taken c JOIN subscriptions s ON s.id = c.subscription_id
              LEFT JOIN events e ON NOT c.throttled AND e.position = c.event_position AND e.published_at = c.logged_at
     )
-    SELECT (SELECT w.subscription_id FROM walked w ORDER BY w.step DESC LIMIT 1) AS walked_to, j.*
-    FROM relaxed CROSS JOIN (SELECT 1) one LEFT JOIN jobs j ON true
+    SELECT (SELECT w.subscription_id FROM walked w ORDER BY w.step DESC LIMIT 1) AS walked_to, e.wrapped,
+           e.went_round, (SELECT min(w.first_due) FROM walked w) AS earliest_due, j.*
+    FROM relaxed CROSS JOIN ended e LEFT JOIN jobs j ON true
     ORDER BY j.id";
 
-/// How many subscriptions one claim's walk visits at most, and how many jobs it reads of the due-job index's head.
+/// How many subscriptions one claim's walk visits at most.
 pub const WALK_STEPS: i64 = 64;
 
 /// How many jobs one claim may take for each callback host.
@@ -176,29 +176,45 @@ pub struct Rooms {
     pub rooms: Vec<i64>,
 }
 
-/// What one claim took: the jobs to carry out, how many deliveries a rate limit held back, and where the walk
-/// over subscriptions stopped (where the next claim starts; nil to start from the first).
+/// What one claim took (the jobs to carry out, how many deliveries a rate limit held back) and how its walk over
+/// subscriptions went: from where to where (the next claim starts at `walked_to`; nil is before the first).
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
     pub throttled: usize,
+    pub from: Uuid,
     pub walked_to: Uuid,
+    /// The walk passed the last subscription and went on from the first.
+    pub wrapped: bool,
+    /// The walk visited every subscription with pending jobs.
+    pub went_round: bool,
+    /// The earliest pending job of the subscriptions the walk visited, as it was before this claim took any: a
+    /// claim that took jobs, or left due ones behind, reports a time already past.
+    pub earliest_due: Option<DateTime<Utc>>,
 }
 
-/// One row of the claim: a job (or none, when the claim took nothing) and where the walk stopped.
+/// One row of the claim: a job (or none, when the claim took nothing) and how the walk ended.
 struct Taken {
     walked_to: Option<Uuid>,
+    wrapped: bool,
+    went_round: bool,
+    earliest_due: Option<DateTime<Utc>>,
     job: Option<(Job, bool)>,
 }
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Taken {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let walked_to = row.try_get("walked_to")?;
         let job = match row.try_get::<Option<i64>, _>("id")? {
             Some(_) => Some((Job::from_row(row)?, row.try_get("throttled")?)),
             None => None,
         };
-        Ok(Self { walked_to, job })
+        Ok(Self {
+            walked_to: row.try_get("walked_to")?,
+            wrapped: row.try_get("wrapped")?,
+            went_round: row.try_get("went_round")?,
+            earliest_due: row.try_get("earliest_due")?,
+            job,
+        })
     }
 }
 
@@ -222,9 +238,10 @@ pub async fn claim(
         .bind(WALK_STEPS)
         .fetch_all(pool)
         .await?;
-    let mut claimed = Claimed::default();
+    let mut claimed = Claimed { from, ..Default::default() };
     for t in taken {
         claimed.walked_to = t.walked_to.unwrap_or_default();
+        (claimed.wrapped, claimed.went_round, claimed.earliest_due) = (t.wrapped, t.went_round, t.earliest_due);
         match t.job {
             Some((_, true)) => claimed.throttled += 1,
             Some((job, false)) => claimed.jobs.push(job),
@@ -234,7 +251,18 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// When the next pending job comes due (None when there is none).
+/// When the next pending job comes due (NULL when there is none): the earliest of each subscription's earliest,
+/// one descent per subscription with pending jobs (there is no index of pending jobs in due order; see the claim).
+pub const NEXT_DUE_SQL: &str = "WITH RECURSIVE firsts (subscription_id, due_at) AS (
+        (SELECT subscription_id, due_at FROM outbox WHERE state = 'pending' ORDER BY subscription_id, due_at, id LIMIT 1)
+        UNION ALL
+        SELECT n.subscription_id, n.due_at FROM firsts f CROSS JOIN LATERAL (SELECT o.subscription_id, o.due_at
+            FROM outbox o WHERE o.state = 'pending' AND o.subscription_id > f.subscription_id
+            ORDER BY o.subscription_id, o.due_at, o.id LIMIT 1) n
+    )
+    SELECT min(due_at) FROM firsts";
+
+/// When the next pending job comes due (None when there is none); see [`NEXT_DUE_SQL`].
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(due_at) FROM outbox WHERE state = 'pending'").fetch_one(pool).await
+    sqlx::query_scalar(NEXT_DUE_SQL).fetch_one(pool).await
 }

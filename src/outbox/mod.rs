@@ -58,7 +58,7 @@ mod read;
 mod record;
 mod reset;
 
-pub use claim::{claim, next_due, Claimed, Job, Rooms, CLAIM_SQL, WALK_STEPS};
+pub use claim::{claim, next_due, Claimed, Job, Rooms, CLAIM_SQL, NEXT_DUE_SQL, WALK_STEPS};
 pub use enqueue::{enqueue_request, replay, Replayed, MAX_BULK};
 pub use read::{attempts, attempts_of, get, list, recent, AttemptView, Delivery, DeliveryFilter, DELIVERY_COLUMNS};
 pub use record::{record, Attempt, Next, Outcome, RECORD_SQL};

@@ -6,12 +6,14 @@ use std::time::Duration;
 use serde_json::json;
 use tidings::{
     app::Roles,
+    deliverer::{transport::HttpTransport, Deliverer},
     outbox::{self, Rooms, CLAIM_SQL, WALK_STEPS},
 };
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{spawn_app_with, test_config, TestApp},
+    helpers::{eventually, spawn_app_with, test_config, TestApp},
     plans::generic_plan,
     receiver::Receiver,
     spreader::insert_subscription,
@@ -69,13 +71,15 @@ async fn a_slow_hosts_backlog_does_not_delay_another_hosts_job() {
     let slow_host = host_of(&app, slow_id).await;
 
     // The slow host is saturated: its whole backlog is due, older than the other host's one job. What a claim
-    // reads is bounded by its walk and its read of the due head (a few times `WALK_STEPS`), not by the backlog.
+    // reads is bounded by its walk (a few rows a step), not by the backlog.
     let read = outbox_rows_a_claim_reads(&app, &slow_host).await;
     assert!(read < 400.0, "a claim read {read} outbox rows beside a backlog of {backlog}");
     let rooms = Rooms { per_host: 32, saturated: vec![slow_host], ..Default::default() };
     let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, Uuid::nil()).await.unwrap();
     let subscriptions: Vec<_> = claimed.jobs.iter().map(|j| j.subscription_id).collect();
     assert_eq!(subscriptions, vec![fast_id], "the first claim takes the other host's job, and nothing of the slow one");
+    assert!(claimed.went_round, "two subscriptions: one walk visits both");
+    assert!(claimed.earliest_due.unwrap() <= chrono::Utc::now(), "the slow host's backlog is due");
     app.stop().await;
 }
 
@@ -104,14 +108,23 @@ async fn behind_subscriptions_waiting_for_retries(app: &TestApp, count: usize, l
 }
 
 #[tokio::test]
-async fn a_due_job_is_claimed_at_once_however_many_subscriptions_wait_for_retries() {
-    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+async fn a_due_job_is_delivered_at_once_however_many_subscriptions_wait_for_retries() {
+    let config = test_config();
+    let app = spawn_app_with(config.clone(), Roles { deliverer: false, ..Roles::ALL }).await;
     let last = Receiver::start().await;
-    let last_id = behind_subscriptions_waiting_for_retries(&app, WALK_STEPS as usize + 20, &last).await;
-    let rooms = Rooms { per_host: 32, ..Default::default() };
-    let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, Uuid::nil()).await.unwrap();
-    let subscriptions: Vec<_> = claimed.jobs.iter().map(|j| j.subscription_id).collect();
-    assert_eq!(subscriptions, vec![last_id], "found at the head of the due jobs, beyond the walk's reach");
+    // More subscriptions wait than one claim's walk visits, and the due job's comes after them all.
+    behind_subscriptions_waiting_for_retries(&app, WALK_STEPS as usize + 20, &last).await;
+    let token = CancellationToken::new();
+    let transport = HttpTransport::new(true, config.delivery.request_timeout);
+    let deliverer = Deliverer::new(app.pool.clone(), transport, config.hub.hub_url.clone(), config.delivery.clone());
+    let deliverer = tokio::spawn(deliverer.run_until_stopped(token.clone()));
+    // A deliverer that waited after its first claim came back empty would look again only after its 5 s poll.
+    eventually(Duration::from_secs(3), "the due job delivered", || async {
+        (!last.deliveries().is_empty()).then_some(())
+    })
+    .await;
+    token.cancel();
+    deliverer.await.unwrap();
     app.stop().await;
 }
 
@@ -127,12 +140,15 @@ async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wai
 
     let mut from = Uuid::nil();
     let mut claims = Vec::new();
+    let mut rounds = Vec::new();
     while claims.len() < 3 {
         let claimed = outbox::claim(&app.pool, 16, LEASE, &rooms, from).await.unwrap();
         from = claimed.walked_to;
         claims.push(claimed.jobs.iter().map(|j| j.subscription_id).collect::<Vec<_>>());
+        rounds.push(claimed.went_round);
     }
     assert_eq!(claims[0], Vec::<Uuid>::new(), "the first walk ends before the last subscription");
+    assert!(!rounds[0], "and says it did not go round");
     assert_eq!(claims[1], vec![last_id], "the next goes on from there and reaches it");
     assert_eq!(claims[2], Vec::<Uuid>::new(), "nothing else was due");
     app.stop().await;

@@ -7,9 +7,12 @@ use std::{
 
 use serde_json::json;
 
+use tidings::app::Roles;
+
 use crate::{
     helpers::{database_name, eventually, spawn_app, spawn_app_with, test_config},
     receiver::Receiver,
+    spreader::insert_subscription,
 };
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text page.
@@ -43,6 +46,29 @@ async fn metrics_count_what_an_end_to_end_run_did() {
     assert!(sample(&page, r#"tidings_db_pool_connections{state="max"}"#) >= 1.0);
     assert_eq!(sample(&page, "tidings_log_partitions"), 3.0, "today and two days ahead");
     assert_eq!(sample(&page, "tidings_log_oldest_period_seconds"), 0.0, "the oldest period has not ended yet");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_outbox_gauges_count_due_and_scheduled_jobs_and_how_long_the_oldest_due_one_has_waited() {
+    let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let first = insert_subscription(&app.pool, "t", &a.url("/a"), "active").await;
+    let second = insert_subscription(&app.pool, "t", &b.url("/b"), "active").await;
+    app.publish(json!((0..3).map(|i| json!({"topic": "t", "body": i})).collect::<Vec<_>>())).await;
+    app.wait_for_count(Duration::from_secs(20), "every job spread", "SELECT count(*) FROM outbox", 6).await;
+    // The first subscription's jobs wait for a retry; the second's oldest has been due for a minute.
+    let retry_later = "UPDATE outbox SET due_at = now() + interval '1 hour' WHERE subscription_id = $1";
+    let due_a_minute_ago = "UPDATE outbox SET due_at = now() - interval '1 minute'
+                            WHERE id = (SELECT max(id) FROM outbox WHERE subscription_id = $1)";
+    for (sql, subscription) in [(retry_later, first), (due_a_minute_ago, second)] {
+        sqlx::query(sql).bind(subscription).execute(&app.pool).await.unwrap();
+    }
+    let page = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&page, r#"tidings_outbox_jobs{state="due"}"#), 3.0);
+    assert_eq!(sample(&page, r#"tidings_outbox_jobs{state="scheduled"}"#), 3.0);
+    let waited = sample(&page, "tidings_outbox_oldest_due_seconds");
+    assert!((59.0..120.0).contains(&waited), "the oldest due job has waited {waited} s");
     app.stop().await;
 }
 
@@ -138,7 +164,6 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn each_process_names_itself_to_postgresql() {
-    use tidings::app::Roles;
     let mut config = test_config();
     config.http.metrics_listen = "127.0.0.1:0".parse().unwrap();
     let database = database_name(&config);

@@ -39,9 +39,10 @@ pub async fn generic_plan(app: &TestApp, sql: &str, arguments: &str, options: &s
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
     sqlx::query(&format!("PREPARE checked AS {sql}")).execute(&mut *tx).await.unwrap();
+    let arguments = if arguments.is_empty() { String::new() } else { format!("({arguments})") };
     let explain = match options {
-        "" => format!("EXPLAIN EXECUTE checked({arguments})"),
-        options => format!("EXPLAIN ({options}) EXECUTE checked({arguments})"),
+        "" => format!("EXPLAIN EXECUTE checked{arguments}"),
+        options => format!("EXPLAIN ({options}) EXECUTE checked{arguments}"),
     };
     // Text plans come as lines, `FORMAT JSON` as one `json` value.
     let lines: Vec<String> = sqlx::query(&explain)
@@ -59,7 +60,7 @@ pub async fn generic_plan(app: &TestApp, sql: &str, arguments: &str, options: &s
 }
 
 /// Asserts that every access to a partition of `table` in `plan` goes through one of the indexes named by
-/// `indexes` (their names without the partition: `pkey`, `due_at_id_idx`), and that there are at least `at_least`.
+/// `indexes` (their names without the partition: `pkey`, `subscription_id_due_at_id_idx`), and that there are at least `at_least`.
 fn assert_reads_through(plan: &str, table: &str, indexes: &[&str], at_least: usize) {
     let prefix = format!("{table}_p2");
     let mut accesses = 0;
@@ -88,9 +89,17 @@ async fn claiming_reads_every_partition_through_the_right_index_even_empty_ones(
     let app = hub_with_empty_periods().await;
     let nil = "'00000000-0000-0000-0000-000000000000'";
     let plan = cached_plan(&app, outbox::CLAIM_SQL, &format!("100, 25, 32, '{{}}', '{{}}', '{{}}', {nil}, 64")).await;
-    // The walk's steps and each visited subscription's jobs, the head of the due-job index, and the locks.
-    assert_reads_through(&plan, "outbox", &["subscription_id_due_at_id_idx", "due_at_id_idx", "pkey"], 4 * PERIODS);
+    // The walk's two kinds of step (the next subscription, the first after wrapping), each visited subscription's
+    // due jobs, and the locks.
+    assert_reads_through(&plan, "outbox", &["subscription_id_due_at_id_idx", "pkey"], 4 * PERIODS);
     assert_reads_through(&plan, "events", &["pkey"], PERIODS);
+}
+
+#[tokio::test]
+async fn finding_the_next_due_job_reads_every_partition_through_the_pending_jobs_index() {
+    let app = hub_with_empty_periods().await;
+    let plan = cached_plan(&app, outbox::NEXT_DUE_SQL, "").await;
+    assert_reads_through(&plan, "outbox", &["subscription_id_due_at_id_idx"], 2 * PERIODS);
 }
 
 #[tokio::test]

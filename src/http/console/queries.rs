@@ -61,8 +61,8 @@ pub async fn outcomes_last_hour(pool: &PgPool) -> Result<Vec<(String, i64)>, sql
 /// Pending jobs (capped at [`COUNT_CAP`]) and how many of them are due now.
 pub async fn outbox_depth(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE due_at <= now())
-         FROM (SELECT due_at FROM outbox WHERE state = 'pending' ORDER BY due_at LIMIT $1) p",
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' LIMIT $1) p),
+                (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' AND due_at <= now() LIMIT $1) d)",
     )
     .bind(COUNT_CAP)
     .fetch_one(pool)
