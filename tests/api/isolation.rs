@@ -133,7 +133,7 @@ async fn every_subscription_with_a_due_job_gets_its_turn_however_many_others_wai
     let app = spawn_app_with(test_config(), Roles { deliverer: false, ..Roles::ALL }).await;
     let (slow, last) = (Receiver::start().await, Receiver::start().await);
     let slow_id = insert_subscription(&app.pool, "backlog", &slow.url("/slow"), "active").await;
-    // The slow host's backlog, older than every other job, fills the head of the due jobs.
+    // The slow host's backlog: older than every other job, and its host saturated.
     publish_many(&app, "backlog", 200).await;
     let last_id = behind_subscriptions_waiting_for_retries(&app, WALK_STEPS as usize + 20, &last).await;
     let rooms = Rooms { per_host: 32, saturated: vec![host_of(&app, slow_id).await], ..Default::default() };
